@@ -1,0 +1,65 @@
+# rsloc: `make demo` and `make test` set everything up on a fresh Debian/Ubuntu machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMPS := .stamps
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export DAGSTER_HOME := $(CURDIR)/dagster_home
+DAGSTER := $(VENV)/bin/dagster
+RSLOC := $(VENV)/bin/rsloc
+QUERY_ASSETS := query_patches,candidates,localization
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMPS)/gdal-python
+
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "rsloc needs Python >= 3.11 (found $$($(PYTHON) --version)); set PYTHON=python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+
+$(STAMPS)/gdal-lib:
+	@mkdir -p $(STAMPS)
+	@command -v gdal-config >/dev/null || { \
+		echo "installing GDAL's system library (libgdal-dev)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libgdal-dev gdal-bin >/dev/null; }
+	@touch $@
+
+$(STAMPS)/install: pyproject.toml | $(PY)
+	@mkdir -p $(STAMPS)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	@touch $@
+
+$(STAMPS)/gdal-python: $(STAMPS)/gdal-lib $(STAMPS)/install
+	@v=$$(gdal-config --version); \
+	$(PY) -c "from osgeo import gdal, gdal_array; import sys; sys.exit(gdal.__version__ != '$$v')" 2>/dev/null \
+		|| $(PIP) install -q --no-build-isolation --no-cache-dir "gdal[numpy]==$$v"
+	@touch $@
+
+demo: setup
+	$(RSLOC) demo init --root data
+	$(DAGSTER) asset materialize -m rsloc_assets.defs --select gallery_tiles,tile_embeddings
+	$(RSLOC) queries register --root data
+	@for q in $$($(RSLOC) queries list --root data); do \
+		$(DAGSTER) asset materialize -m rsloc_assets.defs --select $(QUERY_ASSETS) --partition "$$q" || exit 1; \
+	done
+	$(DAGSTER) asset materialize -m rsloc_assets.defs --select evaluation
+	@$(RSLOC) demo summary --root data
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) $(STAMPS) build *.egg-info

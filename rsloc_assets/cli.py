@@ -1,0 +1,160 @@
+"""The `rsloc` command line: one function per subcommand, wired up in `build_parser`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rsloc_assets.builder import build_gallery
+from rsloc_assets.demo import PRESETS, init_demo, summary_lines
+from rsloc_assets.gallery import Gallery
+from rsloc_assets.grids import GRIDS
+from rsloc_assets.layout import Layout
+
+
+def gallery_build(args: argparse.Namespace) -> None:
+    """Warp GeoTIFFs into gallery tiles and print one summary line."""
+    report = build_gallery(
+        args.inputs,
+        args.out,
+        grid=args.grid,
+        zoom=args.zoom,
+        time=args.time,
+        min_coverage=args.min_coverage,
+        quality=args.quality,
+    )
+    print(
+        f"wrote {report.written} {args.grid} z{args.zoom} tiles"
+        f" ({report.skipped_sparse} skipped below {args.min_coverage:.0%} coverage) to {report.out}"
+    )
+
+
+def gallery_info(args: argparse.Namespace) -> None:
+    """Print a gallery's format, grid, and per level its tile count, times and lon/lat extent."""
+    with Gallery.open(args.path) as gallery:
+        grid = gallery.grid
+        print(f"{gallery.path}: format {gallery.format}, grid {grid.name} ({grid.crs})")
+        levels = gallery.levels()
+        if not levels:
+            print("no tiles")
+        for z in levels:
+            times = gallery.times(z)
+            box = gallery.extent(z)
+            shown = ", ".join(t or '""' for t in times[:5]) + (", …" if len(times) > 5 else "")
+            print(
+                f"z{z}: {gallery.count(z)} tiles, {len(times)} time(s) [{shown}],"
+                f" lon {box.west:.6f}..{box.east:.6f}, lat {box.south:.6f}..{box.north:.6f}"
+            )
+
+
+def demo_init(args: argparse.Namespace) -> None:
+    """Generate the demo world, its gallery and its query images under the data folder."""
+    queries = init_demo(Layout(Path(args.root)), args.preset)
+    print(f"demo world ready under {args.root}: {len(queries)} query images")
+
+
+def demo_summary(args: argparse.Namespace) -> None:
+    """Print the per-query table and the closing line of the last evaluation."""
+    print("\n".join(summary_lines(Layout(Path(args.root)))))
+
+
+def queries_list(args: argparse.Namespace) -> None:
+    """Print the partition name of every query image, one per line."""
+    names = Layout(Path(args.root)).query_names()
+    if not names:
+        raise FileNotFoundError(
+            f"no query images (.tif, .png, .jpg) in {Path(args.root) / 'queries'}"
+        )
+    print("\n".join(names))
+
+
+def queries_register(args: argparse.Namespace) -> None:
+    """Add a dynamic partition to the Dagster instance for each new query image."""
+    import dagster as dg
+
+    from rsloc_assets.defs.automation import register_queries
+
+    new = register_queries(dg.DagsterInstance.get(), Layout(Path(args.root)))
+    print(f"registered {len(new)} new query partition(s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `rsloc` argument parser; each subcommand sets `func` to the function that runs it."""
+    parser = argparse.ArgumentParser(
+        prog="rsloc", description="Geo-localise remote-sensing images against a tile gallery."
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_gallery_commands(commands)
+    _add_data_commands(commands)
+    return parser
+
+
+def _add_gallery_commands(commands: argparse._SubParsersAction) -> None:
+    gallery = commands.add_parser("gallery", help="build or inspect tile galleries")
+    actions = gallery.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    build = actions.add_parser("build", help="warp georeferenced rasters into gallery tiles")
+    build.add_argument("--grid", required=True, choices=sorted(GRIDS), help="tile grid")
+    build.add_argument("--zoom", required=True, type=int, help="zoom level of the tiles")
+    build.add_argument("--time", default="0", help="acquisition time stored with ge tiles")
+    build.add_argument(
+        "--min-coverage",
+        type=float,
+        default=0.5,
+        help="skip tiles with less than this fraction of covered pixels (default 0.5)",
+    )
+    build.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
+    build.add_argument("inputs", nargs="+", metavar="IN", help="georeferenced rasters")
+    build.add_argument("out", metavar="OUT", help="gallery file to create or append to")
+    build.set_defaults(func=gallery_build)
+
+    info = actions.add_parser("info", help="describe a gallery")
+    info.add_argument("path", metavar="PATH", help="RSLoc ge_tiles SQLite or MBTiles file")
+    info.set_defaults(func=gallery_info)
+
+
+def _add_data_commands(commands: argparse._SubParsersAction) -> None:
+    def with_root(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--root", default="data", help="data folder (default: data)")
+        return parser
+
+    demo = commands.add_parser("demo", help="the procedurally generated demo world")
+    actions = demo.add_subparsers(dest="action", required=True, metavar="ACTION")
+    init = with_root(actions.add_parser("init", help="write the world, gallery and queries"))
+    init.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    init.set_defaults(func=demo_init)
+    with_root(actions.add_parser("summary", help="print the evaluation table")).set_defaults(
+        func=demo_summary
+    )
+
+    queries = commands.add_parser("queries", help="query images in <root>/queries")
+    actions = queries.add_subparsers(dest="action", required=True, metavar="ACTION")
+    with_root(actions.add_parser("list", help="print partition names")).set_defaults(
+        func=queries_list
+    )
+    with_root(
+        actions.add_parser("register", help="add Dagster partitions for new images")
+    ).set_defaults(func=queries_register)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `rsloc` command; bad input prints `rsloc: error: ...` and returns 2."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"rsloc: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""The Dagster code location: `dagster dev` and `dagster asset materialize -m rsloc_assets.defs`."""
+
+import dagster as dg
+
+from rsloc_assets.defs import assets
+from rsloc_assets.defs.automation import (
+    localize_query_job,
+    new_query_files,
+    nightly_gallery_refresh,
+    refresh_gallery_job,
+)
+from rsloc_assets.defs.resources import default_resource
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([assets]),
+    jobs=[localize_query_job, refresh_gallery_job],
+    schedules=[nightly_gallery_refresh],
+    sensors=[new_query_files],
+    resources={"rsloc": default_resource()},
+)

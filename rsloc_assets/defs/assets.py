@@ -1,0 +1,216 @@
+"""Software-defined assets: thin wiring of the library's stages, with metadata and checks."""
+
+import time
+
+import dagster as dg
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from rsloc_assets import evaluation, pipeline
+from rsloc_assets.defs.resources import RslocResource
+from rsloc_assets.gallery import Gallery
+from rsloc_assets.pipeline import GalleryInfo
+from rsloc_assets.retrieval import embed_tiles, gallery_manifest, plan_refresh, resolve_zoom
+
+queries_partitions = dg.DynamicPartitionsDefinition(name="queries")
+
+GALLERY = "gallery"
+QUERIES = "queries"
+
+
+def _gallery_info(rsloc: RslocResource) -> tuple[Gallery, GalleryInfo]:
+    layout = rsloc.layout()
+    gallery = Gallery.open(layout.gallery)
+    return gallery, GalleryInfo.from_manifest(gallery, pq.read_table(layout.manifest))
+
+
+@dg.asset(group_name=GALLERY)
+def gallery_tiles(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
+    """The gallery's tiles at the working level: one row per tile with its time and bounds."""
+    layout = rsloc.layout()
+    with Gallery.open(layout.gallery) as gallery:
+        zoom = resolve_zoom(gallery, rsloc.zoom)
+        manifest = gallery_manifest(gallery, zoom, rsloc.gallery_time)
+        levels, times = gallery.levels(), gallery.times(zoom)
+        extent = gallery.extent(zoom)
+    pipeline.write_table(layout.manifest, manifest)
+    context.log.info("%d tiles at zoom %d from %s", manifest.num_rows, zoom, layout.gallery)
+    return dg.MaterializeResult(
+        metadata={
+            "tiles": manifest.num_rows,
+            "zoom": zoom,
+            "levels": str(levels),
+            "times": str(times[-10:]),
+            "extent_lonlat": str([extent.west, extent.south, extent.east, extent.north]),
+            "gallery": dg.MetadataValue.path(str(layout.gallery)),
+            "preview": dg.MetadataValue.md(evaluation.md_table(manifest.slice(0, 5).to_pylist())),
+        }
+    )
+
+
+@dg.asset(
+    group_name=GALLERY,
+    deps=[gallery_tiles],
+    check_specs=[dg.AssetCheckSpec("embeddings_valid", asset="tile_embeddings")],
+)
+def tile_embeddings(
+    context: dg.AssetExecutionContext, rsloc: RslocResource
+) -> dg.MaterializeResult:
+    """3×3 mosaic embeddings of every tile in LanceDB; only new or changed tiles are embedded."""
+    layout = rsloc.layout()
+    encoder = rsloc.load_encoder()
+    gallery, info = _gallery_info(rsloc)
+    manifest = pq.read_table(layout.manifest)
+    store = rsloc.store(encoder, info.grid.name, info.zoom)
+    with gallery:
+        plan = plan_refresh(manifest, store.versions())
+        context.log.info(
+            "%d tiles changed: embedding %d mosaics, deleting %d stale rows",
+            plan.changed,
+            len(plan.embed),
+            len(plan.delete),
+        )
+        if plan.delete:
+            store.delete(plan.delete)
+        report = embed_tiles(gallery, plan.embed, manifest, encoder, store, rsloc.batch_size)
+    for key in report.corrupt:
+        context.log.warning("corrupt tile %s skipped", key)
+    if report.corrupt:
+        store.delete(report.corrupt)
+    indexed = store.ensure_index(rsloc.index_min_rows)
+    pipeline.write_json(layout.embedding_state, {"corrupt": report.corrupt, "zoom": info.zoom})
+    check = _check_embeddings(store, manifest.num_rows, report.corrupt, encoder.dim)
+    return dg.MaterializeResult(
+        metadata={
+            "table": store.table,
+            "rows": store.count(),
+            "embedded": report.embedded,
+            "changed_tiles": plan.changed,
+            "deleted": len(plan.delete),
+            "corrupt_skipped": len(report.corrupt),
+            "missing_neighbours": report.missing_neighbours,
+            "jpeg_decodes": report.decoded,
+            "seconds": round(report.seconds, 2),
+            "tiles_per_s": round(report.tiles_per_s, 1),
+            "encoder": encoder.name,
+            "device": encoder.device,
+            "ann_index": indexed,
+        },
+        check_results=[check],
+    )
+
+
+def _check_embeddings(store, tiles: int, corrupt: list[str], dim: int) -> dg.AssetCheckResult:
+    rows = store.count()
+    vectors = store.to_arrow(["vector"])["vector"]
+    norms = np.array([])
+    if len(vectors):
+        flat = vectors.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        norms = np.linalg.norm(flat.reshape(-1, dim), axis=1)
+    unit = bool(np.all(np.abs(norms - 1) < 1e-3))
+    dims = store.dim == dim
+    expected = tiles - len(corrupt)
+    return dg.AssetCheckResult(
+        passed=rows == expected and unit and dims,
+        metadata={"rows": rows, "expected": expected, "unit_norm": unit, "dimension": dim},
+    )
+
+
+@dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[gallery_tiles])
+def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
+    """A query cut into gallery-mosaic-sized patches on a regular grid, each embedded."""
+    name = context.partition_key
+    gallery, info = _gallery_info(rsloc)
+    gallery.close()
+    start = time.perf_counter()
+    result = pipeline.prepare_query(
+        rsloc.layout(), name, info, rsloc.load_encoder(), rsloc.cut_th, rsloc.stride_tiles
+    )
+    if result.reason:
+        context.log.warning("query %s skipped: %s", name, result.reason)
+    return dg.MaterializeResult(
+        metadata={
+            "patches": result.table.num_rows,
+            "size_px": f"{result.width}×{result.height}",
+            "gsd_m": str([round(g, 3) for g in result.gsd_m]),
+            "skipped": result.reason or "no",
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+    )
+
+
+@dg.asset(
+    group_name=QUERIES,
+    partitions_def=queries_partitions,
+    deps=[query_patches, tile_embeddings],
+    check_specs=[dg.AssetCheckSpec("candidates_valid", asset="candidates")],
+)
+def candidates(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
+    """Top-K gallery tiles for every patch of a query, with cosine scores."""
+    name = context.partition_key
+    gallery, info = _gallery_info(rsloc)
+    gallery.close()
+    start = time.perf_counter()
+    store = rsloc.store(rsloc.load_encoder(), info.grid.name, info.zoom)
+    table = pipeline.find_candidates(rsloc.layout(), name, store, rsloc.top_k)
+    scores = table["score"]
+    in_range = table.num_rows == 0 or (
+        pc.min(scores).as_py() >= -1.0001 and pc.max(scores).as_py() <= 1.0001
+    )
+    check = dg.AssetCheckResult(
+        passed=table.num_rows > 0 and bool(in_range),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"rows": table.num_rows, "scores_in_range": bool(in_range)},
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "rows": table.num_rows,
+            "top_k": rsloc.top_k,
+            "seconds": round(time.perf_counter() - start, 3),
+            "best_score": float(pc.max(scores).as_py()) if table.num_rows else 0.0,
+        },
+        check_results=[check],
+    )
+
+
+@dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[candidates])
+def localization(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
+    """Where the query is: centre, north-up footprint and confidence, with the method used."""
+    loc = pipeline.localize_query(rsloc.layout(), context.partition_key, rsloc.vote_top)
+    context.log.info("%s: %s at %s, %s", loc.query, loc.method, loc.centre_lon, loc.centre_lat)
+    return dg.MaterializeResult(
+        metadata={
+            "method": loc.method,
+            "centre_lonlat": str([loc.centre_lon, loc.centre_lat]),
+            "confidence": round(loc.confidence, 3),
+            "support": loc.support,
+            "patches": loc.patches,
+            "error_estimate_m": loc.error_m or 0.0,
+            "reason": loc.reason or "none",
+        }
+    )
+
+
+@dg.asset(name="evaluation", group_name=QUERIES, deps=[localization])
+def evaluation_report(
+    context: dg.AssetExecutionContext, rsloc: RslocResource
+) -> dg.MaterializeResult:
+    """Errors, success rates and recall over all localized queries: Markdown, Parquet, a map."""
+    result = pipeline.evaluate(rsloc.layout())
+    for query, why in result.skipped.items():
+        context.log.warning("%s not evaluated: %s", query, why)
+    s = result.summary
+    return dg.MaterializeResult(
+        metadata={
+            "summary": evaluation.summary_line(s),
+            "queries": s.queries,
+            "evaluated": s.evaluated,
+            "within_1_tile": s.within_1_tile,
+            "within_3_tiles": s.within_3_tiles,
+            "acc": s.acc,
+            "median_error_m": s.median_error_m or 0.0,
+            "report": dg.MetadataValue.path(str(result.paths["markdown"])),
+            "table": dg.MetadataValue.md(evaluation.markdown_table(result.scores)),
+        }
+    )

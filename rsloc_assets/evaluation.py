@@ -1,0 +1,306 @@
+"""Evaluation against ground truth read from the query's own georeference.
+
+Metrics: centre error in metres, success within 1 and 3 tile sizes, the RSLoc paper's image-level
+Acc (the estimate's tile overlaps the query's true extent) and patch-level recall of the true tile.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from osgeo import gdal, ogr, osr
+
+from rsloc_assets.geodesy import distance_m
+from rsloc_assets.grids import TileGrid, ground_size_m
+from rsloc_assets.localize import Localization
+
+gdal.UseExceptions()
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Where a query really is: its corners (TL, TR, BR, BL) and centre in lon/lat."""
+
+    corners_lonlat: list[tuple[float, float]]
+    centre_lonlat: tuple[float, float]
+    geotransform: tuple[float, ...]
+    wkt: str
+
+    def pixel_to_lonlat(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lon/lat of query pixel coordinates (x right, y down) under the true georeference."""
+        gt = self.geotransform
+        ex = gt[0] + x * gt[1] + y * gt[2]
+        ny = gt[3] + x * gt[4] + y * gt[5]
+        return _to_lonlat(self.wkt, ex, ny)
+
+
+def _to_lonlat(wkt: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    src = osr.SpatialReference(wkt=wkt)
+    dst = osr.SpatialReference()
+    dst.ImportFromEPSG(4326)
+    for srs in (src, dst):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    pts = osr.CoordinateTransformation(src, dst).TransformPoints(
+        np.stack([np.ravel(x), np.ravel(y)], axis=1).astype(float).tolist()
+    )
+    arr = np.asarray(pts)
+    return arr[:, 0].reshape(np.shape(x)), arr[:, 1].reshape(np.shape(x))
+
+
+def read_truth(path: str | Path) -> Truth | None:
+    """The true footprint from a query file's georeference; None when it has none."""
+    ds = gdal.Open(str(path))
+    gt = ds.GetGeoTransform(can_return_null=True)
+    wkt = ds.GetProjection()
+    if gt is None or not wkt:
+        return None
+    w, h = ds.RasterXSize, ds.RasterYSize
+    truth = Truth([], (0.0, 0.0), tuple(gt), wkt)
+    lon, lat = truth.pixel_to_lonlat(np.array([0, w, w, 0, w / 2]), np.array([0, 0, h, h, h / 2]))
+    corners = [(float(lon[i]), float(lat[i])) for i in range(4)]
+    return Truth(corners, (float(lon[4]), float(lat[4])), tuple(gt), wkt)
+
+
+def _polygon(points: Sequence[tuple[float, float]]) -> ogr.Geometry:
+    ring = ogr.Geometry(ogr.wkbLinearRing)
+    for x, y in [*points, points[0]]:
+        ring.AddPoint_2D(x, y)
+    poly = ogr.Geometry(ogr.wkbPolygon)
+    poly.AddGeometry(ring)
+    return poly
+
+
+@dataclass
+class QueryScore:
+    """One query's evaluation row."""
+
+    query: str
+    method: str
+    error_m: float | None
+    tile_m: float
+    within_1_tile: bool
+    within_3_tiles: bool
+    acc: bool
+    patches: int
+    recall_at_1: float | None
+    recall_at_10: float | None
+    recall_at_k: float | None
+    confidence: float
+
+
+def patch_recall(
+    truth: Truth, patches: pa.Table, candidates: pa.Table, grid: TileGrid, zoom: int
+) -> dict[str, float | None]:
+    """Fraction of patches whose true centre tile is in their top 1, top 10 and all K candidates."""
+    if patches.num_rows == 0:
+        return {"recall_at_1": None, "recall_at_10": None, "recall_at_k": None}
+    lon, lat = truth.pixel_to_lonlat(patches["cx"].to_numpy(), patches["cy"].to_numpy())
+    true_keys = [grid.tile_at(float(x), float(y), zoom).key for x, y in zip(lon, lat, strict=True)]
+    best_rank = np.full(patches.num_rows, np.iinfo(np.int64).max)
+    for p, key, rank in zip(
+        candidates["query"].to_pylist(),
+        candidates["key"].to_pylist(),
+        candidates["rank"].to_pylist(),
+        strict=True,
+    ):
+        if key == true_keys[p]:
+            best_rank[p] = min(best_rank[p], rank)
+    n = patches.num_rows
+    return {
+        "recall_at_1": float(np.sum(best_rank < 1) / n),
+        "recall_at_10": float(np.sum(best_rank < 10) / n),
+        "recall_at_k": float(np.sum(best_rank < np.iinfo(np.int64).max) / n),
+    }
+
+
+def score_query(
+    loc: Localization,
+    truth: Truth,
+    grid: TileGrid,
+    zoom: int,
+    patches: pa.Table,
+    candidates: pa.Table,
+) -> QueryScore:
+    """Score one localization against its truth; tile size = √(width·height) of the true tile."""
+    tlon, tlat = truth.centre_lonlat
+    true_tile = grid.tile_at(tlon, tlat, zoom)
+    tile_m = math.sqrt(math.prod(ground_size_m(grid, true_tile)))
+    error = acc = None
+    if loc.centre_lon is not None and loc.centre_lat is not None:
+        error = float(distance_m(loc.centre_lon, loc.centre_lat, tlon, tlat))
+        est = grid.bounds(grid.tile_at(loc.centre_lon, loc.centre_lat, zoom))
+        est_poly = _polygon(
+            [
+                (est.west, est.north),
+                (est.east, est.north),
+                (est.east, est.south),
+                (est.west, est.south),
+            ]
+        )
+        acc = est_poly.Intersects(_polygon(truth.corners_lonlat))
+    recall = patch_recall(truth, patches, candidates, grid, zoom)
+    return QueryScore(
+        query=loc.query,
+        method=loc.method,
+        error_m=error,
+        tile_m=tile_m,
+        within_1_tile=error is not None and error <= tile_m,
+        within_3_tiles=error is not None and error <= 3 * tile_m,
+        acc=bool(acc),
+        patches=patches.num_rows,
+        confidence=loc.confidence,
+        **recall,
+    )
+
+
+@dataclass
+class Summary:
+    """All queries together."""
+
+    queries: int
+    evaluated: int
+    within_1_tile: int
+    within_3_tiles: int
+    acc: int
+    median_error_m: float | None
+    mean_recall_at_k: float | None
+
+
+def summarise(scores: Sequence[QueryScore], total: int) -> Summary:
+    """Counts and medians over the evaluated queries (`total` includes those without truth)."""
+    errors = [s.error_m for s in scores if s.error_m is not None]
+    recalls = [s.recall_at_k for s in scores if s.recall_at_k is not None]
+    return Summary(
+        queries=total,
+        evaluated=len(scores),
+        within_1_tile=sum(s.within_1_tile for s in scores),
+        within_3_tiles=sum(s.within_3_tiles for s in scores),
+        acc=sum(s.acc for s in scores),
+        median_error_m=statistics.median(errors) if errors else None,
+        mean_recall_at_k=statistics.fmean(recalls) if recalls else None,
+    )
+
+
+def summary_line(summary: Summary) -> str:
+    """The demo's closing line."""
+    median = "n/a" if summary.median_error_m is None else f"{summary.median_error_m:.0f}"
+    return (
+        f"demo: {summary.within_1_tile}/{summary.queries} queries within 1 tile; "
+        f"median error {median} m"
+    )
+
+
+def _fmt(v: object) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.2f}" if v < 10 else f"{v:.0f}"
+    return str(v)
+
+
+def md_table(rows: Sequence[dict], cols: Sequence[str] | None = None) -> str:
+    """A Markdown table of dict rows (all keys of the first row unless `cols` is given)."""
+    if not rows:
+        return "(none)"
+    cols = list(cols or rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(row[c]) for c in cols) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+SCORE_COLUMNS = (
+    "query",
+    "method",
+    "error_m",
+    "within_1_tile",
+    "within_3_tiles",
+    "acc",
+    "recall_at_1",
+    "recall_at_10",
+    "recall_at_k",
+    "confidence",
+)
+
+
+def markdown_table(scores: Sequence[QueryScore]) -> str:
+    """Per-query Markdown table."""
+    return md_table([asdict(s) for s in scores], SCORE_COLUMNS)
+
+
+def write_report(
+    out_dir: Path,
+    scores: Sequence[QueryScore],
+    summary: Summary,
+    skipped: dict[str, str],
+    locs: dict[str, Localization],
+    truths: dict[str, Truth],
+) -> dict[str, Path]:
+    """Write evaluation.md, evaluation.parquet and map.png under `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "markdown": out_dir / "evaluation.md",
+        "table": out_dir / "evaluation.parquet",
+        "map": out_dir / "map.png",
+    }
+    pq.write_table(pa.Table.from_pylist([asdict(s) for s in scores]), paths["table"])
+    lines = [
+        "# rsloc evaluation",
+        "",
+        summary_line(summary),
+        "",
+        f"- queries: {summary.queries}, evaluated: {summary.evaluated}",
+        f"- within 1 tile: {summary.within_1_tile}, within 3 tiles: {summary.within_3_tiles}",
+        f"- Acc (estimated tile overlaps true extent): {summary.acc}/{summary.evaluated}",
+        f"- mean patch recall of the true tile in top-K: {_fmt(summary.mean_recall_at_k)}",
+        "",
+        markdown_table(scores),
+        "",
+    ]
+    if skipped:
+        lines += ["## Not evaluated", ""] + [f"- {q}: {why}" for q, why in sorted(skipped.items())]
+    paths["markdown"].write_text("\n".join(lines) + "\n")
+    plot_map(paths["map"], locs, truths)
+    return paths
+
+
+def plot_map(path: Path, locs: dict[str, Localization], truths: dict[str, Truth]) -> None:
+    """PNG map: true footprints (outlines) and estimated centres (crosses) joined by a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 7))
+    for name, truth in truths.items():
+        xs, ys = zip(*[*truth.corners_lonlat, truth.corners_lonlat[0]], strict=True)
+        ax.plot(xs, ys, color="tab:green", lw=1)
+        ax.annotate(name, truth.centre_lonlat, fontsize=7, color="tab:green")
+        loc = locs.get(name)
+        if loc is not None and loc.centre_lon is not None:
+            ax.plot(loc.centre_lon, loc.centre_lat, "x", color="tab:red")
+            ax.plot(
+                [truth.centre_lonlat[0], loc.centre_lon],
+                [truth.centre_lonlat[1], loc.centre_lat],
+                color="tab:red",
+                lw=0.6,
+            )
+    ax.set_xlabel("longitude")
+    ax.set_ylabel("latitude")
+    ax.set_title("true footprints (green) and estimated centres (red)")
+    ax.set_aspect(
+        1 / math.cos(math.radians(np.mean([t.centre_lonlat[1] for t in truths.values()])))
+        if truths
+        else "auto"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
