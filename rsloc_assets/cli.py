@@ -144,10 +144,8 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one `rsloc` command; bad input prints `rsloc: error: ...` and returns 2."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("rsloc_assets").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as exc:

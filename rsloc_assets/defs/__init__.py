@@ -17,4 +17,6 @@ defs = dg.Definitions(
     schedules=[nightly_gallery_refresh],
     sensors=[new_query_files],
     resources={"rsloc": default_resource()},
+    # One process per run: steps share the loaded encoder instead of re-importing torch each.
+    executor=dg.in_process_executor,
 )
