@@ -11,7 +11,7 @@ DAGSTER := $(VENV)/bin/dagster
 RSLOC := $(VENV)/bin/rsloc
 QUERY_ASSETS := query_patches,candidates,localization
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint clean
 
 setup: $(STAMPS)/gdal-python
 
@@ -57,9 +57,6 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-
-bench: setup
-	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) $(STAMPS) build *.egg-info

@@ -88,6 +88,11 @@ def write_json(path: Path, obj: object) -> None:
     write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2)))
 
 
+def read_json(path: Path, default: object = None) -> object:
+    """Parsed JSON at `path`, or `default` when the file does not exist."""
+    return json.loads(path.read_text()) if path.exists() else default
+
+
 @dataclass
 class PatchResult:
     """A query's patches with embeddings, or the reason it has none."""

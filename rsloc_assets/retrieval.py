@@ -146,3 +146,38 @@ def embed_tiles(
     report.decoded = stats.decoded
     report.seconds = time.perf_counter() - start
     return report
+
+
+@dataclass
+class Refresh:
+    """One refresh of the store: what was planned, what embedding did, and every tile known
+    corrupt at its current time (so it is not retried until it changes)."""
+
+    plan: RefreshPlan
+    report: EmbedReport
+    corrupt: dict[str, str]
+
+
+def refresh_embeddings(
+    gallery: Gallery,
+    manifest: pa.Table,
+    encoder: Encoder,
+    store: TileStore,
+    known_corrupt: dict[str, str],
+    batch_size: int = 32,
+) -> Refresh:
+    """Bring the store in line with the manifest: embed new or changed tiles and their neighbours,
+    drop rows of tiles gone from the gallery or corrupt."""
+    times = dict(zip(manifest["key"].to_pylist(), manifest["time"].to_pylist(), strict=True))
+    still_corrupt = {k: t for k, t in known_corrupt.items() if times.get(k) == t}
+    plan = plan_refresh(manifest, store.versions() | still_corrupt)
+    log.info(
+        "%d tiles changed: embedding %d mosaics, deleting %d stale rows",
+        plan.changed,
+        len(plan.embed),
+        len(plan.delete),
+    )
+    report = embed_tiles(gallery, plan.embed, manifest, encoder, store, batch_size)
+    corrupt = still_corrupt | {key: times[key] for key in report.corrupt}
+    store.delete([*plan.delete, *corrupt])
+    return Refresh(plan, report, corrupt)

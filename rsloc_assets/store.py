@@ -163,13 +163,14 @@ class TileStore:
         tbl = self._open()
         return 0 if tbl is None else tbl.count_rows()
 
-    def to_arrow(self, columns: list[str] | None = None) -> pa.Table:
-        """All stored rows, optionally only some columns (leave out "vector" to read less)."""
+    def to_arrow(self, columns: list[str] | None = None, limit: int | None = None) -> pa.Table:
+        """Stored rows (all, or the first `limit`), optionally only some columns."""
         tbl = self._open()
         names = columns or self.schema.names
         if tbl is None:
             return self.schema.empty_table().select(names)
-        return tbl.search().select(names).to_arrow()
+        query = tbl.search().select(names)
+        return (query if limit is None else query.limit(limit)).to_arrow()
 
     def versions(self) -> dict[str, str]:
         """Key → imagery time of every stored tile, to embed only new or changed tiles."""

@@ -11,11 +11,13 @@ from rsloc_assets import evaluation, pipeline
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.gallery import Gallery
 from rsloc_assets.pipeline import GalleryInfo
-from rsloc_assets.retrieval import embed_tiles, gallery_manifest, plan_refresh, resolve_zoom
+from rsloc_assets.retrieval import gallery_manifest, refresh_embeddings, resolve_zoom
+from rsloc_assets.store import TileStore
 
 queries_partitions = dg.DynamicPartitionsDefinition(name="queries")
 
 GALLERY = "gallery"
+CHECK_SAMPLE = 20_000  # vectors whose norm the embeddings check reads
 QUERIES = "queries"
 
 
@@ -63,24 +65,17 @@ def tile_embeddings(
     gallery, info = _gallery_info(rsloc)
     manifest = pq.read_table(layout.manifest)
     store = rsloc.store(encoder, info.grid.name, info.zoom)
+    state = pipeline.read_json(layout.embedding_state, default={"corrupt": {}})
     with gallery:
-        plan = plan_refresh(manifest, store.versions())
-        context.log.info(
-            "%d tiles changed: embedding %d mosaics, deleting %d stale rows",
-            plan.changed,
-            len(plan.embed),
-            len(plan.delete),
+        refresh = refresh_embeddings(
+            gallery, manifest, encoder, store, state["corrupt"], rsloc.batch_size
         )
-        if plan.delete:
-            store.delete(plan.delete)
-        report = embed_tiles(gallery, plan.embed, manifest, encoder, store, rsloc.batch_size)
+    plan, report = refresh.plan, refresh.report
     for key in report.corrupt:
         context.log.warning("corrupt tile %s skipped", key)
-    if report.corrupt:
-        store.delete(report.corrupt)
     indexed = store.ensure_index(rsloc.index_min_rows)
-    pipeline.write_json(layout.embedding_state, {"corrupt": report.corrupt, "zoom": info.zoom})
-    check = _check_embeddings(store, manifest.num_rows, report.corrupt, encoder.dim)
+    pipeline.write_json(layout.embedding_state, {"corrupt": refresh.corrupt})
+    check = _check_embeddings(store, manifest.num_rows - len(refresh.corrupt), encoder.dim)
     return dg.MaterializeResult(
         metadata={
             "table": store.table,
@@ -89,6 +84,7 @@ def tile_embeddings(
             "changed_tiles": plan.changed,
             "deleted": len(plan.delete),
             "corrupt_skipped": len(report.corrupt),
+            "corrupt_known": len(refresh.corrupt),
             "missing_neighbours": report.missing_neighbours,
             "jpeg_decodes": report.decoded,
             "seconds": round(report.seconds, 2),
@@ -101,19 +97,19 @@ def tile_embeddings(
     )
 
 
-def _check_embeddings(store, tiles: int, corrupt: list[str], dim: int) -> dg.AssetCheckResult:
+def _check_embeddings(store: TileStore, expected: int, dim: int) -> dg.AssetCheckResult:
+    """Rows = tiles that decode; vectors (a sample of the first rows) unit-norm, of the encoder's
+    dimension."""
     rows = store.count()
-    vectors = store.to_arrow(["vector"])["vector"]
-    norms = np.array([])
-    if len(vectors):
-        flat = vectors.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        norms = np.linalg.norm(flat.reshape(-1, dim), axis=1)
+    vectors = store.to_arrow(["vector"], limit=CHECK_SAMPLE)["vector"]
+    stored_dim = vectors.type.list_size
+    flat = vectors.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    norms = np.linalg.norm(flat.reshape(-1, stored_dim), axis=1)
     unit = bool(np.all(np.abs(norms - 1) < 1e-3))
-    dims = store.dim == dim
-    expected = tiles - len(corrupt)
+    dims = stored_dim == dim
     return dg.AssetCheckResult(
         passed=rows == expected and unit and dims,
-        metadata={"rows": rows, "expected": expected, "unit_norm": unit, "dimension": dim},
+        metadata={"rows": rows, "expected": expected, "unit_norm": unit, "dimension": stored_dim},
     )
 
 
