@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 DAGSTER := $(VENV)/bin/dagster
 RSLOC := $(VENV)/bin/rsloc
-QUERY_ASSETS := query_patches,candidates,localization
+QUERY_ASSETS := query_patches,candidates,cliques,localization
 
 .PHONY: setup demo test lint clean
 
@@ -28,7 +28,7 @@ $(STAMPS)/gdal-lib:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libgdal-dev gdal-bin >/dev/null; }
 	@touch $@
 
-$(STAMPS)/install: pyproject.toml | $(PY)
+$(STAMPS)/install: pyproject.toml setup.py native/build_cffi.py $(wildcard native/*.c native/*.h) | $(PY)
 	@mkdir -p $(STAMPS)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev]'

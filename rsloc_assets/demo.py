@@ -69,18 +69,18 @@ def init_demo(layout: Layout, preset: str = "demo") -> list[Path]:
 
 
 def summary_lines(layout: Layout) -> list[str]:
-    """The per-query table (query, method, error, success) and the closing line, from the report."""
+    """Per query: method, patches agreeing, error, success; then the closing line."""
     table = layout.reports / "evaluation.parquet"
     if not table.exists():
         raise FileNotFoundError(f"no evaluation yet at {table}: materialize `evaluation` first")
     rows = pq.read_table(table).to_pylist()
     scores = [evaluation.QueryScore(**row) for row in rows]
     summary = evaluation.summarise(scores, len(layout.query_names()))
-    lines = [f"{'query':<10} {'method':<16} {'error m':>9}  success"]
+    lines = [f"{'query':<10} {'method':<16} {'agreeing':>9} {'error m':>9}  success"]
     for s in scores:
         error = "–" if s.error_m is None else f"{s.error_m:.0f}"
-        lines.append(
-            f"{s.query:<10} {s.method:<16} {error:>9}  {'yes' if s.within_1_tile else 'no'}"
-        )
+        agreeing = f"{s.support}/{s.patches}"
+        success = "yes" if s.within_1_tile else "no"
+        lines.append(f"{s.query:<10} {s.method:<16} {agreeing:>9} {error:>9}  {success}")
     lines.append(evaluation.summary_line(summary))
     return lines

@@ -89,6 +89,7 @@ class QueryScore:
     within_3_tiles: bool
     acc: bool
     patches: int
+    support: int
     recall_at_1: float | None
     recall_at_10: float | None
     recall_at_k: float | None
@@ -155,6 +156,7 @@ def score_query(
         within_3_tiles=error is not None and error <= 3 * tile_m,
         acc=bool(acc),
         patches=patches.num_rows,
+        support=loc.support,
         confidence=loc.confidence,
         **recall,
     )
@@ -224,6 +226,8 @@ SCORE_COLUMNS = (
     "within_1_tile",
     "within_3_tiles",
     "acc",
+    "support",
+    "patches",
     "recall_at_1",
     "recall_at_10",
     "recall_at_k",

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 from rsloc_assets.geodesy import metres_per_degree, offset_lonlat
 
 RETRIEVAL_VOTE = "retrieval-vote"
+CLIQUE = "clique"
 NOT_LOCALIZED = "not-localized"
 
 
@@ -57,6 +58,7 @@ def vote(
     tile_ground_m: tuple[float, float],
     image_ground_m: tuple[float, float],
     vote_top: int = 10,
+    method: str = RETRIEVAL_VOTE,
 ) -> Localization:
     """Centre the most patches agree on, counting each patch once per tile-sized window.
 
@@ -95,18 +97,60 @@ def vote(
     bi, bj = blocks[win]
 
     inside = (ci >= bi) & (ci <= bi + 1) & (cj >= bj) & (cj <= bj + 1)
-    idx = np.flatnonzero(inside)
-    idx = idx[np.lexsort((-score[idx], patch[idx]))]
+    return consensus(
+        query,
+        method,
+        patch,
+        lon,
+        lat,
+        score,
+        np.flatnonzero(inside),
+        n_patches,
+        image_ground_m,
+    )
+
+
+def from_cliques(
+    query: str,
+    nodes: pa.Table,
+    patches: pa.Table,
+    tile_ground_m: tuple[float, float],
+    image_ground_m: tuple[float, float],
+) -> Localization | None:
+    """Vote among the members of the best clique group (`group` 0, one hit per patch); None when
+    no clique was kept. The vote drops members that agree on distances but not on the place."""
+    members = nodes.filter(pc.equal(nodes["group"], 0))
+    if members.num_rows == 0:
+        return None
+    top = int(pc.max(members["rank"]).as_py()) + 1
+    return vote(query, members, patches, tile_ground_m, image_ground_m, top, method=CLIQUE)
+
+
+def consensus(
+    query: str,
+    method: str,
+    patch: np.ndarray,
+    lon: np.ndarray,
+    lat: np.ndarray,
+    score: np.ndarray,
+    members: np.ndarray,
+    n_patches: int,
+    image_ground_m: tuple[float, float],
+) -> Localization:
+    """Estimate from the implied centres at `members`: each patch's best-scoring one, averaged by
+    score; confidence = agreeing patches / all patches, `error_m` = their RMS spread."""
+    idx = members[np.lexsort((-score[members], patch[members]))]
     keep = np.ones(len(idx), dtype=bool)
     keep[1:] = patch[idx][1:] != patch[idx][:-1]
     idx = idx[keep]
     w = np.clip(score[idx], 1e-6, None)
     est_lon = float(np.average(lon[idx], weights=w))
     est_lat = float(np.average(lat[idx], weights=w))
+    m_lon, m_lat = metres_per_degree(est_lat)
     spread = np.hypot((lon[idx] - est_lon) * m_lon, (lat[idx] - est_lat) * m_lat)
     return Localization(
         query=query,
-        method=RETRIEVAL_VOTE,
+        method=method,
         centre_lon=est_lon,
         centre_lat=est_lat,
         corners_lonlat=footprint(est_lon, est_lat, image_ground_m),

@@ -10,19 +10,21 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rsloc_assets import evaluation
+from rsloc_assets.cliques import CliqueParams, find_geo_cliques
 from rsloc_assets.encoders import Encoder
 from rsloc_assets.gallery import Gallery
 from rsloc_assets.grids import TileGrid, get_grid, ground_size_m
 from rsloc_assets.layout import Layout
-from rsloc_assets.localize import NOT_LOCALIZED, Localization, vote
+from rsloc_assets.localize import NOT_LOCALIZED, Localization, from_cliques, vote
 from rsloc_assets.queries import PATCH_SCHEMA, cut_patches, plan_patches, read_query
 from rsloc_assets.store import TileStore
 
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 PATCHES = "patches.parquet"
 CANDIDATES = "candidates.parquet"
+CLIQUES = "cliques.parquet"
 LOCALIZATION = "localization.json"
 
 
@@ -41,6 +44,7 @@ class GalleryInfo:
     zoom: int
     ref_lat: float
     tile_ground_m: tuple[float, float]
+    tiles: int
 
     @classmethod
     def from_manifest(cls, gallery: Gallery, manifest: pa.Table) -> GalleryInfo:
@@ -50,7 +54,13 @@ class GalleryInfo:
         lat = manifest["lat"].to_numpy()
         mid = int(np.argsort(lat)[len(lat) // 2])
         tile = gallery.grid.tile_at(float(manifest["lon"][mid].as_py()), float(lat[mid]), zoom)
-        return cls(gallery.grid, zoom, float(np.median(lat)), ground_size_m(gallery.grid, tile))
+        return cls(
+            gallery.grid,
+            zoom,
+            float(np.median(lat)),
+            ground_size_m(gallery.grid, tile),
+            manifest.num_rows,
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -58,11 +68,14 @@ class GalleryInfo:
             "zoom": self.zoom,
             "ref_lat": self.ref_lat,
             "tile_ground_m": list(self.tile_ground_m),
+            "tiles": self.tiles,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> GalleryInfo:
-        return cls(get_grid(d["grid"]), d["zoom"], d["ref_lat"], tuple(d["tile_ground_m"]))
+        return cls(
+            get_grid(d["grid"]), d["zoom"], d["ref_lat"], tuple(d["tile_ground_m"]), d["tiles"]
+        )
 
 
 def write_atomic(path: Path, write) -> None:
@@ -160,8 +173,76 @@ def read_candidates(layout: Layout, name: str) -> pa.Table:
     return pq.read_table(layout.query_dir(name) / CANDIDATES)
 
 
+@dataclass
+class CliqueSummary:
+    """What the clique stage found for one query."""
+
+    k: int
+    nodes: int
+    edges: int
+    maximal: int
+    kept: int
+    groups: int
+    best_group_score: int
+    truncated: bool
+    ms: float
+
+
+CLIQUE_FRACTION, MIN_CLIQUE_K = 2000 / 824_796, 20
+
+
+def default_clique_k(gallery_tiles: int) -> int:
+    """Candidates per patch entering the clique graph: the paper's share of the gallery (2,000 of
+    824,796 tiles), at least 20. Too large a share makes consistent false cliques common."""
+    return max(MIN_CLIQUE_K, round(CLIQUE_FRACTION * gallery_tiles))
+
+
+def find_cliques(
+    layout: Layout, name: str, clique_k: int | None = None, tolerance_tiles: float = 1.5, **params
+) -> CliqueSummary:
+    """Spatio-geographic maximal cliques over each patch's top `clique_k` candidates.
+
+    The tolerance is `tolerance_tiles` × the gallery tile's size √(w·h) on the ground; each
+    candidate gets its best group's score (distinct patches covered) and group id (-1: none).
+    """
+    patches, meta = read_patches(layout, name)
+    info = GalleryInfo.from_dict(meta["gallery"])
+    clique_k = clique_k or default_clique_k(info.tiles)
+    nodes = read_candidates(layout, name)
+    nodes = nodes.filter(pc.less(nodes["rank"], clique_k))
+    patch = nodes["query"].to_numpy()
+    tolerance = tolerance_tiles * float(np.sqrt(np.prod(info.tile_ground_m)))
+    result = find_geo_cliques(
+        patch,
+        patches["cx"].to_numpy()[patch],
+        patches["cy"].to_numpy()[patch],
+        nodes["lon"].to_numpy(),
+        nodes["lat"].to_numpy(),
+        nodes["score"].to_numpy(),
+        tuple(meta["gsd_m"]),
+        CliqueParams(tolerance_m=tolerance, **params),
+    )
+    nodes = nodes.append_column("clique_score", pa.array(result.candidate_score)).append_column(
+        "group", pa.array(result.candidate_group)
+    )
+    summary = CliqueSummary(
+        k=clique_k,
+        nodes=result.n_nodes,
+        edges=result.n_edges,
+        maximal=result.n_maximal,
+        kept=len(result.cliques),
+        groups=len(result.group_scores),
+        best_group_score=int(max(result.group_scores, default=0)),
+        truncated=bool(result.truncated),
+        ms=float(result.elapsed_ms),
+    )
+    nodes = nodes.replace_schema_metadata({"rsloc": json.dumps(asdict(summary))})
+    write_table(layout.query_dir(name) / CLIQUES, nodes)
+    return summary
+
+
 def localize_query(layout: Layout, name: str, vote_top: int = 10) -> Localization:
-    """Retrieval-only estimate of where a query is, written as JSON."""
+    """Where a query is, written as JSON: from the best clique group, else by retrieval vote."""
     patches, meta = read_patches(layout, name)
     candidates = read_candidates(layout, name)
     info = GalleryInfo.from_dict(meta["gallery"])
@@ -169,7 +250,10 @@ def localize_query(layout: Layout, name: str, vote_top: int = 10) -> Localizatio
         loc = Localization(name, NOT_LOCALIZED, patches=0, reason=meta["reason"])
     else:
         ground = (meta["width"] * meta["gsd_m"][0], meta["height"] * meta["gsd_m"][1])
-        loc = vote(name, candidates, patches, info.tile_ground_m, ground, vote_top)
+        nodes = pq.read_table(layout.query_dir(name) / CLIQUES)
+        loc = from_cliques(name, nodes, patches, info.tile_ground_m, ground) or vote(
+            name, candidates, patches, info.tile_ground_m, ground, vote_top
+        )
     write_json(layout.query_dir(name) / LOCALIZATION, loc.to_dict())
     return loc
 

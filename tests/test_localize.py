@@ -6,7 +6,7 @@ import pytest
 
 from rsloc_assets.geodesy import distance_m, offset_lonlat
 from rsloc_assets.grids import TileKey, get_grid, ground_size_m
-from rsloc_assets.localize import NOT_LOCALIZED, RETRIEVAL_VOTE, vote
+from rsloc_assets.localize import CLIQUE, NOT_LOCALIZED, RETRIEVAL_VOTE, from_cliques, vote
 
 GRID = get_grid("ge")
 Z = 15
@@ -65,3 +65,18 @@ def test_no_candidates_is_not_localized():
     cands, patches, tile_m = synthetic_hits(4, 2.35, 47.9, hit_rate=1.0)
     loc = vote("q", cands.slice(0, 0), patches, tile_m, (5000.0, 7000.0))
     assert loc.method == NOT_LOCALIZED and loc.centre_lon is None
+
+
+def test_clique_members_vote_and_no_clique_is_none():
+    true_lon, true_lat = 2.3512, 47.9123
+    cands, patches, tile_m = synthetic_hits(5, true_lon, true_lat, hit_rate=0.7)
+    top_ranked = [r for r in range(cands.num_rows) if cands["rank"][r].as_py() < 5]
+    group = np.full(cands.num_rows, -1, dtype=np.int32)
+    group[top_ranked] = 0
+    group[[r for r in range(cands.num_rows) if r not in set(top_ranked)][:5]] = 1
+    nodes = cands.append_column("group", pa.array(group))
+    loc = from_cliques("q", nodes, patches, tile_m, (5000.0, 7000.0))
+    assert loc.method == CLIQUE
+    assert float(distance_m(loc.centre_lon, loc.centre_lat, true_lon, true_lat)) < max(tile_m)
+    none = cands.append_column("group", pa.array(np.full(cands.num_rows, -1, dtype=np.int32)))
+    assert from_cliques("q", none, patches, tile_m, (5000.0, 7000.0)) is None

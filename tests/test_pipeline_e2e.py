@@ -13,7 +13,7 @@ from rsloc_assets.layout import Layout
 from rsloc_assets.pipeline import CANDIDATES, LOCALIZATION
 
 ASSETS = list(defs.assets)
-QUERY_ASSETS = ["query_patches", "candidates", "localization"]
+QUERY_ASSETS = ["query_patches", "candidates", "cliques", "localization"]
 
 
 @pytest.fixture(scope="module")

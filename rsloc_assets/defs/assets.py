@@ -171,6 +171,29 @@ def candidates(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.Ma
 
 
 @dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[candidates])
+def cliques(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
+    """Spatio-geographic maximal cliques of a query's candidates (native library via cffi)."""
+    summary = pipeline.find_cliques(
+        rsloc.layout(), context.partition_key, rsloc.clique_k, rsloc.clique_tolerance_tiles
+    )
+    if summary.truncated:
+        context.log.warning("clique enumeration hit its cap: results are partial")
+    return dg.MaterializeResult(
+        metadata={
+            "candidates_per_patch": summary.k,
+            "nodes": summary.nodes,
+            "edges": summary.edges,
+            "maximal_cliques": summary.maximal,
+            "kept_cliques": summary.kept,
+            "groups": summary.groups,
+            "best_group_patches": summary.best_group_score,
+            "truncated": summary.truncated,
+            "ms": round(summary.ms, 2),
+        }
+    )
+
+
+@dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[cliques])
 def localization(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
     """Where the query is: centre, north-up footprint and confidence, with the method used."""
     loc = pipeline.localize_query(rsloc.layout(), context.partition_key, rsloc.vote_top)

@@ -6,6 +6,7 @@ import dagster as dg
 
 from rsloc_assets.defs.assets import (
     candidates,
+    cliques,
     gallery_tiles,
     localization,
     queries_partitions,
@@ -17,9 +18,9 @@ from rsloc_assets.layout import Layout
 
 localize_query_job = dg.define_asset_job(
     "localize_query",
-    selection=dg.AssetSelection.assets(query_patches, candidates, localization),
+    selection=dg.AssetSelection.assets(query_patches, candidates, cliques, localization),
     partitions_def=queries_partitions,
-    description="Patches → candidates → localization for one query partition.",
+    description="Patches → candidates → cliques → localization for one query partition.",
 )
 
 refresh_gallery_job = dg.define_asset_job(

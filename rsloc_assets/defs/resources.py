@@ -33,6 +33,8 @@ class RslocResource(dg.ConfigurableResource):
     cut_th: float = 1.0
     stride_tiles: float = 1.0
     vote_top: int = 10
+    clique_k: int | None = None
+    clique_tolerance_tiles: float = 1.5
     index_min_rows: int = 100_000
 
     def layout(self) -> Layout:
