@@ -1,0 +1,1 @@
+"""Benchmarks of rsloc's stages, each against a baseline measured in the same run."""
