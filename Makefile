@@ -9,9 +9,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 DAGSTER := $(VENV)/bin/dagster
 RSLOC := $(VENV)/bin/rsloc
-QUERY_ASSETS := query_patches,candidates,cliques,localization
+QUERY_ASSETS := query_patches,candidates,cliques,localization,verified_localization
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean bench bench-clique
 
 setup: $(STAMPS)/gdal-python
 
@@ -57,6 +57,11 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+bench: bench-clique
+
+bench-clique: setup
+	$(PY) -m bench.clique
 
 clean:
 	rm -rf $(VENV) $(STAMPS) build *.egg-info

@@ -69,18 +69,26 @@ def init_demo(layout: Layout, preset: str = "demo") -> list[Path]:
 
 
 def summary_lines(layout: Layout) -> list[str]:
-    """Per query: method, patches agreeing, error, success; then the closing line."""
+    """Per query: final method, patches agreeing, error of each stage's estimate, footprint corner
+    error and success; then the closing line (the final estimate's)."""
     table = layout.reports / "evaluation.parquet"
     if not table.exists():
         raise FileNotFoundError(f"no evaluation yet at {table}: materialize `evaluation` first")
     rows = pq.read_table(table).to_pylist()
     scores = [evaluation.QueryScore(**row) for row in rows]
     summary = evaluation.summarise(scores, len(layout.query_names()))
-    lines = [f"{'query':<10} {'method':<16} {'agreeing':>9} {'error m':>9}  success"]
+
+    def metres(v: float | None) -> str:
+        return "–" if v is None else f"{v:.0f}"
+
+    head = ("query", "method", "agreeing", "retrieval m", "cliques m", "final m", "corners m")
+    lines = ["{:<8} {:<15} {:>8} {:>11} {:>9} {:>8} {:>9}  success".format(*head)]
     for s in scores:
-        error = "–" if s.error_m is None else f"{s.error_m:.0f}"
-        agreeing = f"{s.support}/{s.patches}"
-        success = "yes" if s.within_1_tile else "no"
-        lines.append(f"{s.query:<10} {s.method:<16} {agreeing:>9} {error:>9}  {success}")
+        lines.append(
+            f"{s.query:<8} {s.method:<15} {f'{s.support}/{s.patches}':>8} "
+            f"{metres(s.retrieval_error_m):>11} {metres(s.cliques_error_m):>9} "
+            f"{metres(s.error_m):>8} {metres(s.corner_error_m):>9}  "
+            f"{'yes' if s.within_1_tile else 'no'}"
+        )
     lines.append(evaluation.summary_line(summary))
     return lines

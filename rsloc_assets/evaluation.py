@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from osgeo import gdal, ogr, osr
 
 from rsloc_assets.geodesy import distance_m
-from rsloc_assets.grids import TileGrid, ground_size_m
+from rsloc_assets.grids import TileGrid, TileKey, ground_size_m
 from rsloc_assets.localize import Localization
 
 gdal.UseExceptions()
@@ -50,7 +51,7 @@ def _to_lonlat(wkt: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.n
     pts = osr.CoordinateTransformation(src, dst).TransformPoints(
         np.stack([np.ravel(x), np.ravel(y)], axis=1).astype(float).tolist()
     )
-    arr = np.asarray(pts)
+    arr = np.asarray(pts, dtype=np.float64).reshape(np.size(x), 3)
     return arr[:, 0].reshape(np.shape(x)), arr[:, 1].reshape(np.shape(x))
 
 
@@ -77,34 +78,66 @@ def _polygon(points: Sequence[tuple[float, float]]) -> ogr.Geometry:
     return poly
 
 
+RADII_M = (25, 100, 500, 1200)
+STAGES = ("retrieval", "cliques", "verified")
+
+
+@dataclass
+class QueryEvidence:
+    """What the pipeline produced for one query, as evaluation reads it."""
+
+    final: Localization
+    stage2: Localization
+    retrieval: Localization
+    patches: pa.Table
+    candidates: pa.Table
+    nodes: pa.Table
+    accepted: dict[int, str]
+    seconds: dict[str, float]
+
+
 @dataclass
 class QueryScore:
-    """One query's evaluation row."""
+    """One query's evaluation row (errors in metres; funnel counts in patches)."""
 
     query: str
     method: str
     error_m: float | None
+    corner_error_m: float | None
     tile_m: float
     within_1_tile: bool
     within_3_tiles: bool
     acc: bool
+    retrieval_error_m: float | None
+    cliques_error_m: float | None
     patches: int
     support: int
+    confidence: float
     recall_at_1: float | None
     recall_at_10: float | None
     recall_at_k: float | None
-    confidence: float
+    funnel_retrieval: int
+    funnel_cliques: int
+    funnel_verified: int
+    seconds_patches: float
+    seconds_candidates: float
+    seconds_cliques: float
+    seconds_verify: float
 
 
-def patch_recall(
-    truth: Truth, patches: pa.Table, candidates: pa.Table, grid: TileGrid, zoom: int
-) -> dict[str, float | None]:
-    """Fraction of patches whose true centre tile is in their top 1, top 10 and all K candidates."""
-    if patches.num_rows == 0:
-        return {"recall_at_1": None, "recall_at_10": None, "recall_at_k": None}
+def _true_tiles(truth: Truth, patches: pa.Table, grid: TileGrid, zoom: int) -> list[TileKey]:
     lon, lat = truth.pixel_to_lonlat(patches["cx"].to_numpy(), patches["cy"].to_numpy())
-    true_keys = [grid.tile_at(float(x), float(y), zoom).key for x, y in zip(lon, lat, strict=True)]
-    best_rank = np.full(patches.num_rows, np.iinfo(np.int64).max)
+    return [grid.tile_at(float(x), float(y), zoom) for x, y in zip(lon, lat, strict=True)]
+
+
+def patch_recall(true_tiles: Sequence[TileKey], candidates: pa.Table) -> dict[str, float | None]:
+    """Fraction of patches whose true centre tile is in their top 1, top 10 and all K candidates."""
+    n = len(true_tiles)
+    if n == 0:
+        return {"recall_at_1": None, "recall_at_10": None, "recall_at_k": None}
+    true_keys = [t.key for t in true_tiles]
+    missing = np.iinfo(np.int64).max
+    best_rank = np.full(n, missing)
     for p, key, rank in zip(
         candidates["query"].to_pylist(),
         candidates["key"].to_pylist(),
@@ -113,29 +146,57 @@ def patch_recall(
     ):
         if key == true_keys[p]:
             best_rank[p] = min(best_rank[p], rank)
-    n = patches.num_rows
     return {
         "recall_at_1": float(np.sum(best_rank < 1) / n),
         "recall_at_10": float(np.sum(best_rank < 10) / n),
-        "recall_at_k": float(np.sum(best_rank < np.iinfo(np.int64).max) / n),
+        "recall_at_k": float(np.sum(best_rank < missing) / n),
     }
 
 
-def score_query(
-    loc: Localization,
-    truth: Truth,
-    grid: TileGrid,
-    zoom: int,
-    patches: pa.Table,
-    candidates: pa.Table,
-) -> QueryScore:
-    """Score one localization against its truth; tile size = √(width·height) of the true tile."""
+def _near(key: str, tile: TileKey) -> bool:
+    """The tile `key` is the true tile or one of its 8 neighbours (its mosaic holds the truth)."""
+    other = TileKey.parse(key)
+    return abs(other.col - tile.col) <= 1 and abs(other.row - tile.row) <= 1
+
+
+def funnel(
+    true_tiles: Sequence[TileKey], candidates: pa.Table, nodes: pa.Table, accepted: dict[int, str]
+) -> tuple[int, int, int]:
+    """Patches whose true tile (or a neighbour) is in the top K, in clique group 0, verified."""
+    topk = {
+        p
+        for p, key in zip(
+            candidates["query"].to_pylist(), candidates["key"].to_pylist(), strict=True
+        )
+        if _near(key, true_tiles[p])
+    }
+    group0 = nodes.filter(pc.equal(nodes["group"], 0))
+    kept = {
+        p
+        for p, key in zip(group0["query"].to_pylist(), group0["key"].to_pylist(), strict=True)
+        if _near(key, true_tiles[p])
+    }
+    verified = {p for p, key in accepted.items() if _near(key, true_tiles[p])}
+    return len(topk), len(kept & topk), len(verified)
+
+
+def _error(loc: Localization, truth: Truth) -> float | None:
+    if loc.centre_lon is None or loc.centre_lat is None:
+        return None
+    return float(distance_m(loc.centre_lon, loc.centre_lat, *truth.centre_lonlat))
+
+
+def score_query(ev: QueryEvidence, truth: Truth, grid: TileGrid, zoom: int) -> QueryScore:
+    """Score one query's final, stage-2 and retrieval-only estimates against its truth.
+
+    Tile size = √(width·height) of the true tile on the ground. Corner error = mean distance of
+    the four estimated footprint corners to the true ones.
+    """
+    loc = ev.final
     tlon, tlat = truth.centre_lonlat
-    true_tile = grid.tile_at(tlon, tlat, zoom)
-    tile_m = math.sqrt(math.prod(ground_size_m(grid, true_tile)))
-    error = acc = None
-    if loc.centre_lon is not None and loc.centre_lat is not None:
-        error = float(distance_m(loc.centre_lon, loc.centre_lat, tlon, tlat))
+    tile_m = math.sqrt(math.prod(ground_size_m(grid, grid.tile_at(tlon, tlat, zoom))))
+    error, acc, corners = _error(loc, truth), False, None
+    if error is not None:
         est = grid.bounds(grid.tile_at(loc.centre_lon, loc.centre_lat, zoom))
         est_poly = _polygon(
             [
@@ -145,26 +206,41 @@ def score_query(
                 (est.west, est.south),
             ]
         )
-        acc = est_poly.Intersects(_polygon(truth.corners_lonlat))
-    recall = patch_recall(truth, patches, candidates, grid, zoom)
+        acc = bool(est_poly.Intersects(_polygon(truth.corners_lonlat)))
+        if len(loc.corners_lonlat) == 4:
+            e, t = np.array(loc.corners_lonlat), np.array(truth.corners_lonlat)
+            corners = float(np.mean(distance_m(e[:, 0], e[:, 1], t[:, 0], t[:, 1])))
+    true_tiles = _true_tiles(truth, ev.patches, grid, zoom)
+    f_retrieval, f_cliques, f_verified = funnel(true_tiles, ev.candidates, ev.nodes, ev.accepted)
     return QueryScore(
         query=loc.query,
         method=loc.method,
         error_m=error,
+        corner_error_m=corners,
         tile_m=tile_m,
         within_1_tile=error is not None and error <= tile_m,
         within_3_tiles=error is not None and error <= 3 * tile_m,
-        acc=bool(acc),
-        patches=patches.num_rows,
+        acc=acc,
+        retrieval_error_m=_error(ev.retrieval, truth),
+        cliques_error_m=_error(ev.stage2, truth),
+        patches=ev.patches.num_rows,
         support=loc.support,
         confidence=loc.confidence,
-        **recall,
+        **patch_recall(true_tiles, ev.candidates),
+        funnel_retrieval=f_retrieval,
+        funnel_cliques=f_cliques,
+        funnel_verified=f_verified,
+        **{f"seconds_{k}": float(ev.seconds.get(k, 0.0)) for k in STAGE_TIMES},
     )
+
+
+STAGE_TIMES = ("patches", "candidates", "cliques", "verify")
 
 
 @dataclass
 class Summary:
-    """All queries together."""
+    """All queries together; `recall` maps 'stage@r' to the share of evaluated queries whose
+    estimate of that stage lies within r metres (Recall@1<r)."""
 
     queries: int
     evaluated: int
@@ -172,21 +248,56 @@ class Summary:
     within_3_tiles: int
     acc: int
     median_error_m: float | None
+    median_corner_error_m: float | None
+    median_retrieval_error_m: float | None
+    median_cliques_error_m: float | None
     mean_recall_at_k: float | None
+    recall: dict[str, float]
+    funnel: dict[str, int]
+    mean_seconds: dict[str, float]
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return statistics.median(kept) if kept else None
 
 
 def summarise(scores: Sequence[QueryScore], total: int) -> Summary:
-    """Counts and medians over the evaluated queries (`total` includes those without truth)."""
-    errors = [s.error_m for s in scores if s.error_m is not None]
+    """Counts, medians, Recall@1<r per stage, the stage funnel and mean stage times."""
+    n = len(scores)
     recalls = [s.recall_at_k for s in scores if s.recall_at_k is not None]
+    errors = {
+        "retrieval": [s.retrieval_error_m for s in scores],
+        "cliques": [s.cliques_error_m for s in scores],
+        "verified": [s.error_m for s in scores],
+    }
+    recall = {
+        f"{stage}@{r}": (sum(e is not None and e <= r for e in errs) / n if n else 0.0)
+        for stage, errs in errors.items()
+        for r in RADII_M
+    }
     return Summary(
         queries=total,
-        evaluated=len(scores),
+        evaluated=n,
         within_1_tile=sum(s.within_1_tile for s in scores),
         within_3_tiles=sum(s.within_3_tiles for s in scores),
         acc=sum(s.acc for s in scores),
-        median_error_m=statistics.median(errors) if errors else None,
+        median_error_m=_median(errors["verified"]),
+        median_corner_error_m=_median([s.corner_error_m for s in scores]),
+        median_retrieval_error_m=_median(errors["retrieval"]),
+        median_cliques_error_m=_median(errors["cliques"]),
         mean_recall_at_k=statistics.fmean(recalls) if recalls else None,
+        recall=recall,
+        funnel={
+            "patches": sum(s.patches for s in scores),
+            "retrieval": sum(s.funnel_retrieval for s in scores),
+            "cliques": sum(s.funnel_cliques for s in scores),
+            "verified": sum(s.funnel_verified for s in scores),
+        },
+        mean_seconds={
+            k: (statistics.fmean(getattr(s, f"seconds_{k}") for s in scores) if n else 0.0)
+            for k in STAGE_TIMES
+        },
     )
 
 
@@ -223,21 +334,58 @@ SCORE_COLUMNS = (
     "query",
     "method",
     "error_m",
+    "corner_error_m",
+    "cliques_error_m",
+    "retrieval_error_m",
     "within_1_tile",
-    "within_3_tiles",
     "acc",
     "support",
     "patches",
-    "recall_at_1",
     "recall_at_10",
     "recall_at_k",
-    "confidence",
 )
 
 
 def markdown_table(scores: Sequence[QueryScore]) -> str:
     """Per-query Markdown table."""
     return md_table([asdict(s) for s in scores], SCORE_COLUMNS)
+
+
+def stage_tables(summary: Summary) -> str:
+    """Markdown: Recall@1<r and median error per stage, the patch funnel and mean stage times."""
+    rows = [
+        {
+            "stage": stage,
+            "median_error_m": median,
+            **{f"R@1<{r}m": summary.recall[f"{stage}@{r}"] for r in RADII_M},
+        }
+        for stage, median in zip(
+            ("retrieval", "cliques", "verified"),
+            (
+                summary.median_retrieval_error_m,
+                summary.median_cliques_error_m,
+                summary.median_error_m,
+            ),
+            strict=True,
+        )
+    ]
+    f = summary.funnel
+    funnel_rows = [
+        {
+            "patches": f["patches"],
+            "true tile in top-K": f["retrieval"],
+            "kept by cliques": f["cliques"],
+            "verified": f["verified"],
+        }
+    ]
+    seconds = [{f"{k} s": v for k, v in summary.mean_seconds.items()}]
+    return "\n\n".join(
+        [
+            "## Stages\n\n" + md_table(rows),
+            "## Patch funnel (true tile or a neighbour)\n\n" + md_table(funnel_rows),
+            "## Mean seconds per query and stage\n\n" + md_table(seconds),
+        ]
+    )
 
 
 def write_report(
@@ -265,6 +413,11 @@ def write_report(
         f"- within 1 tile: {summary.within_1_tile}, within 3 tiles: {summary.within_3_tiles}",
         f"- Acc (estimated tile overlaps true extent): {summary.acc}/{summary.evaluated}",
         f"- mean patch recall of the true tile in top-K: {_fmt(summary.mean_recall_at_k)}",
+        f"- median corner error of verified footprints: {_fmt(summary.median_corner_error_m)} m",
+        "",
+        stage_tables(summary),
+        "",
+        "## Queries",
         "",
         markdown_table(scores),
         "",

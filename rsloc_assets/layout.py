@@ -37,6 +37,11 @@ class Layout:
         return self.root / "reports"
 
     @property
+    def features(self) -> Path:
+        """SIFT features of gallery mosaics, cached per tile and time."""
+        return self.work / "features"
+
+    @property
     def manifest(self) -> Path:
         return self.work / "gallery_tiles.parquet"
 

@@ -13,6 +13,7 @@ from rsloc_assets.geodesy import metres_per_degree, offset_lonlat
 
 RETRIEVAL_VOTE = "retrieval-vote"
 CLIQUE = "clique"
+VERIFIED = "verified"
 NOT_LOCALIZED = "not-localized"
 
 

@@ -5,7 +5,13 @@ import pyarrow as pa
 import pytest
 from osgeo import gdal, osr
 
-from rsloc_assets.evaluation import read_truth, score_query, summarise, summary_line
+from rsloc_assets.evaluation import (
+    QueryEvidence,
+    read_truth,
+    score_query,
+    summarise,
+    summary_line,
+)
 from rsloc_assets.geodesy import offset_lonlat
 from rsloc_assets.grids import get_grid
 from rsloc_assets.localize import Localization
@@ -44,36 +50,65 @@ def test_plain_image_has_no_truth(tmp_path):
     assert read_truth(path) is None
 
 
-def loc_at(lon, lat):
-    return Localization("q", "retrieval-vote", lon, lat, confidence=0.5)
+def loc_at(lon, lat, method="verified"):
+    return Localization("q", method, lon, lat, confidence=0.5)
+
+
+def evidence(final, patches=None, candidates=None, nodes=None, accepted=None):
+    patches = patches or pa.table(
+        {"cx": pa.array([], pa.float64()), "cy": pa.array([], pa.float64())}
+    )
+    candidates = candidates or pa.table(
+        {
+            "query": pa.array([], pa.int64()),
+            "key": pa.array([], pa.string()),
+            "rank": pa.array([], pa.int64()),
+        }
+    )
+    nodes = nodes or candidates.append_column(
+        "group", pa.array([0] * candidates.num_rows, pa.int32())
+    )
+    stage2 = Localization("q", "clique")
+    return QueryEvidence(final, stage2, stage2, patches, candidates, nodes, accepted or {}, {})
 
 
 def test_score_success_and_acc(rotated_query):
     truth = read_truth(rotated_query)
-    empty = pa.table({"cx": pa.array([], pa.float64()), "cy": pa.array([], pa.float64())})
-    cands = pa.table({"query": [], "key": [], "rank": []})
     lon, lat = offset_lonlat(*truth.centre_lonlat, 300.0, 0.0)
-    near = score_query(loc_at(float(lon), float(lat)), truth, GRID, 15, empty, cands)
+    near = score_query(evidence(loc_at(float(lon), float(lat))), truth, GRID, 15)
     assert near.error_m == pytest.approx(300, rel=0.01)
     assert near.within_1_tile and near.acc
     lon, lat = offset_lonlat(*truth.centre_lonlat, 0.0, 2500.0)
-    far = score_query(loc_at(float(lon), float(lat)), truth, GRID, 15, empty, cands)
+    far = score_query(evidence(loc_at(float(lon), float(lat))), truth, GRID, 15)
     assert not far.within_1_tile and far.within_3_tiles
     lon, lat = offset_lonlat(*truth.centre_lonlat, 0.0, 9000.0)
-    lost = score_query(loc_at(float(lon), float(lat)), truth, GRID, 15, empty, cands)
+    lost = score_query(evidence(loc_at(float(lon), float(lat))), truth, GRID, 15)
     assert not lost.acc and not lost.within_3_tiles
-    missing = score_query(Localization("q", "not-localized"), truth, GRID, 15, empty, cands)
+    missing = score_query(evidence(Localization("q", "not-localized")), truth, GRID, 15)
     assert missing.error_m is None and not missing.acc
     s = summarise([near, far, lost, missing], total=5)
     assert (s.evaluated, s.within_1_tile, s.within_3_tiles, s.acc) == (4, 1, 2, 1)
+    assert s.recall["verified@500"] == 0.25 and s.recall["verified@25"] == 0.0
     assert summary_line(s).startswith("demo: 1/5 queries within 1 tile; median error ")
 
 
-def test_patch_recall_counts_the_true_tile(rotated_query):
+def test_corner_error_of_an_exact_footprint_is_zero(rotated_query):
+    truth = read_truth(rotated_query)
+    exact = Localization("q", "verified", *truth.centre_lonlat, corners_lonlat=truth.corners_lonlat)
+    score = score_query(evidence(exact), truth, GRID, 15)
+    assert score.error_m == pytest.approx(0, abs=1e-6)
+    assert score.corner_error_m == pytest.approx(0, abs=1e-6)
+
+
+def test_patch_recall_and_funnel_count_the_true_tile(rotated_query):
     truth = read_truth(rotated_query)
     patches = pa.table({"cx": [200.0, 100.0], "cy": [150.0, 50.0]})
     lon, lat = truth.pixel_to_lonlat(np.array([200.0]), np.array([150.0]))
-    key = GRID.tile_at(float(lon[0]), float(lat[0]), 15).key
-    cands = pa.table({"query": [0, 0, 1], "key": ["15/0/0", key, "15/1/1"], "rank": [0, 1, 0]})
-    score = score_query(loc_at(*truth.centre_lonlat), truth, GRID, 15, patches, cands)
+    true = GRID.tile_at(float(lon[0]), float(lat[0]), 15)
+    beside = f"15/{true.col + 1}/{true.row}"
+    cands = pa.table({"query": [0, 0, 1], "key": ["15/0/0", true.key, "15/1/1"], "rank": [0, 1, 0]})
+    nodes = pa.table({"query": [0, 1], "key": [beside, "15/1/1"], "group": [0, 0]})
+    ev = evidence(loc_at(*truth.centre_lonlat), patches, cands, nodes, accepted={0: true.key})
+    score = score_query(ev, truth, GRID, 15)
     assert (score.recall_at_1, score.recall_at_10, score.recall_at_k) == (0.0, 0.5, 0.5)
+    assert (score.funnel_retrieval, score.funnel_cliques, score.funnel_verified) == (1, 1, 1)

@@ -1,5 +1,8 @@
 """The whole asset graph on a small demo world, materialized with Dagster for real."""
 
+import json
+import statistics
+
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
@@ -10,10 +13,16 @@ from rsloc_assets.defs.assets import queries_partitions
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.demo import init_demo
 from rsloc_assets.layout import Layout
-from rsloc_assets.pipeline import CANDIDATES, LOCALIZATION
+from rsloc_assets.pipeline import CANDIDATES, FOOTPRINT, LOCALIZATION
 
 ASSETS = list(defs.assets)
-QUERY_ASSETS = ["query_patches", "candidates", "cliques", "localization"]
+QUERY_ASSETS = [
+    "query_patches",
+    "candidates",
+    "cliques",
+    "localization",
+    "verified_localization",
+]
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +69,23 @@ def test_most_queries_land_within_one_tile(world):
     assert within > len(scores) / 2, scores
     assert (layout.reports / "map.png").stat().st_size > 10_000
     assert "within 1 tile" in (layout.reports / "evaluation.md").read_text()
+
+
+def test_verified_footprints_beat_retrieval_alone(world):
+    """Verification turns tile-level guesses into metre-level footprints on the demo world."""
+    layout, _, _ = world
+    scores = pq.read_table(layout.reports / "evaluation.parquet").to_pylist()
+    verified = [s for s in scores if s["method"] == "verified"]
+    assert len(verified) >= len(scores) - 1
+    final = statistics.median(s["error_m"] for s in scores)
+    retrieval = statistics.median(s["retrieval_error_m"] for s in scores)
+    assert final < 25.0, scores  # metres; retrieval alone lands hundreds of metres off
+    assert final < retrieval / 10, (final, retrieval)
+    assert statistics.median(s["corner_error_m"] for s in verified) < 30.0
+    for s in verified:
+        geojson = json.loads((layout.query_dir(s["query"]) / FOOTPRINT).read_text())
+        ring = geojson["features"][0]["geometry"]["coordinates"][0]
+        assert len(ring) == 5 and ring[0] == ring[-1]
 
 
 def test_embeddings_are_complete_and_refresh_is_incremental(world):

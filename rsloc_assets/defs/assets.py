@@ -211,7 +211,40 @@ def localization(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.
     )
 
 
-@dg.asset(name="evaluation", group_name=QUERIES, deps=[localization])
+@dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[localization])
+def verified_localization(
+    context: dg.AssetExecutionContext, rsloc: RslocResource
+) -> dg.MaterializeResult:
+    """The query's footprint on the ground from SIFT + MAC + homography verification of its
+    patches (GeoJSON + JSON), or the stage-2 estimate recorded as not verified."""
+    encoder = rsloc.load_encoder() if rsloc.verify_recheck else None
+    loc, fp = pipeline.verify_query(
+        rsloc.layout(),
+        context.partition_key,
+        encoder,
+        per_patch=rsloc.verify_candidates,
+        workers=rsloc.verify_workers,
+    )
+    if fp is None:
+        context.log.warning("%s: %s", loc.query, loc.reason)
+    metadata = {
+        "method": loc.method,
+        "centre_lonlat": str([loc.centre_lon, loc.centre_lat]),
+        "agreeing_patches": loc.support,
+        "error_estimate_m": loc.error_m or 0.0,
+    }
+    if fp is not None:
+        metadata |= {
+            "scale_m_per_px": round(fp.scale_m_per_px, 4),
+            "rotation_deg": round(fp.rotation_deg, 2),
+            "geojson": dg.MetadataValue.path(
+                str(rsloc.layout().query_dir(loc.query) / pipeline.FOOTPRINT)
+            ),
+        }
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(name="evaluation", group_name=QUERIES, deps=[verified_localization])
 def evaluation_report(
     context: dg.AssetExecutionContext, rsloc: RslocResource
 ) -> dg.MaterializeResult:
@@ -229,6 +262,12 @@ def evaluation_report(
             "within_3_tiles": s.within_3_tiles,
             "acc": s.acc,
             "median_error_m": s.median_error_m or 0.0,
+            "median_corner_error_m": s.median_corner_error_m or 0.0,
+            "median_retrieval_error_m": s.median_retrieval_error_m or 0.0,
+            "median_cliques_error_m": s.median_cliques_error_m or 0.0,
+            "funnel": str(s.funnel),
+            "mean_seconds": str({k: round(v, 2) for k, v in s.mean_seconds.items()}),
+            "recall_at_1_within_r": str({k: round(v, 3) for k, v in s.recall.items()}),
             "report": dg.MetadataValue.path(str(result.paths["markdown"])),
             "table": dg.MetadataValue.md(evaluation.markdown_table(result.scores)),
         }

@@ -12,15 +12,18 @@ from rsloc_assets.defs.assets import (
     queries_partitions,
     query_patches,
     tile_embeddings,
+    verified_localization,
 )
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.layout import Layout
 
 localize_query_job = dg.define_asset_job(
     "localize_query",
-    selection=dg.AssetSelection.assets(query_patches, candidates, cliques, localization),
+    selection=dg.AssetSelection.assets(
+        query_patches, candidates, cliques, localization, verified_localization
+    ),
     partitions_def=queries_partitions,
-    description="Patches → candidates → cliques → localization for one query partition.",
+    description="Patches → candidates → cliques → localization → verification, one query.",
 )
 
 refresh_gallery_job = dg.define_asset_job(
