@@ -21,10 +21,11 @@ CHECK_SAMPLE = 20_000  # vectors whose norm the embeddings check reads
 QUERIES = "queries"
 
 
-def _gallery_info(rsloc: RslocResource) -> tuple[Gallery, GalleryInfo]:
+def _gallery_info(rsloc: RslocResource) -> GalleryInfo:
+    """Grid, level, latitude and tile size of the gallery, from its manifest."""
     layout = rsloc.layout()
-    gallery = Gallery.open(layout.gallery)
-    return gallery, GalleryInfo.from_manifest(gallery, pq.read_table(layout.manifest))
+    with Gallery.open(layout.gallery) as gallery:
+        return GalleryInfo.from_manifest(gallery, pq.read_table(layout.manifest))
 
 
 @dg.asset(group_name=GALLERY)
@@ -62,11 +63,11 @@ def tile_embeddings(
     """3×3 mosaic embeddings of every tile in LanceDB; only new or changed tiles are embedded."""
     layout = rsloc.layout()
     encoder = rsloc.load_encoder()
-    gallery, info = _gallery_info(rsloc)
+    info = _gallery_info(rsloc)
     manifest = pq.read_table(layout.manifest)
     store = rsloc.store(encoder, info.grid.name, info.zoom)
     state = pipeline.read_json(layout.embedding_state, default={"corrupt": {}})
-    with gallery:
+    with Gallery.open(layout.gallery) as gallery:
         refresh = refresh_embeddings(
             gallery, manifest, encoder, store, state["corrupt"], rsloc.batch_size
         )
@@ -117,8 +118,7 @@ def _check_embeddings(store: TileStore, expected: int, dim: int) -> dg.AssetChec
 def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
     """A query cut into gallery-mosaic-sized patches on a regular grid, each embedded."""
     name = context.partition_key
-    gallery, info = _gallery_info(rsloc)
-    gallery.close()
+    info = _gallery_info(rsloc)
     start = time.perf_counter()
     result = pipeline.prepare_query(
         rsloc.layout(), name, info, rsloc.load_encoder(), rsloc.cut_th, rsloc.stride_tiles
@@ -145,8 +145,7 @@ def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
 def candidates(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
     """Top-K gallery tiles for every patch of a query, with cosine scores."""
     name = context.partition_key
-    gallery, info = _gallery_info(rsloc)
-    gallery.close()
+    info = _gallery_info(rsloc)
     start = time.perf_counter()
     store = rsloc.store(rsloc.load_encoder(), info.grid.name, info.zoom)
     table = pipeline.find_candidates(rsloc.layout(), name, store, rsloc.top_k)
