@@ -11,7 +11,7 @@ DAGSTER := $(VENV)/bin/dagster
 RSLOC := $(VENV)/bin/rsloc
 QUERY_ASSETS := query_patches,candidates,cliques,localization,verified_localization
 
-.PHONY: setup demo test lint clean bench bench-clique
+.PHONY: setup demo test lint clean bench bench-clique bench-extraction bench-embedding
 
 setup: $(STAMPS)/gdal-python
 
@@ -58,10 +58,16 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: bench-clique
+bench: bench-clique bench-extraction bench-embedding
 
 bench-clique: setup
 	$(PY) -m bench.clique
+
+bench-extraction: setup
+	$(PY) -m bench.extraction
+
+bench-embedding: setup
+	$(PY) -m bench.embedding
 
 clean:
 	rm -rf $(VENV) $(STAMPS) build *.egg-info
