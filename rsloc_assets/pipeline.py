@@ -304,18 +304,19 @@ class EvaluationResult:
     paths: dict[str, Path]
 
 
-def read_evidence(layout: Layout, name: str) -> evaluation.QueryEvidence:
-    """Every stage's output for one query, as evaluation needs it."""
+def read_evidence(layout: Layout, name: str) -> tuple[evaluation.QueryEvidence, GalleryInfo]:
+    """Every stage's output for one query, as evaluation needs it, and the gallery it ran on."""
     folder = layout.query_dir(name)
     patches, meta = read_patches(layout, name)
+    estimates = json.loads((folder / LOCALIZATION).read_text())
     candidates = read_candidates(layout, name)
     nodes = pq.read_table(folder / CLIQUES)
     verified = json.loads((folder / VERIFIED_JSON).read_text())
     matches = pq.read_table(folder / MATCHES).filter(pc.field("accepted"))
-    return evaluation.QueryEvidence(
+    evidence = evaluation.QueryEvidence(
         final=_localization(verified["estimate"]),
-        stage2=read_localization(layout, name),
-        retrieval=read_localization(layout, name, "retrieval"),
+        stage2=_localization(estimates["estimate"]),
+        retrieval=_localization(estimates["retrieval"]),
         patches=patches,
         candidates=candidates,
         nodes=nodes,
@@ -327,6 +328,7 @@ def read_evidence(layout: Layout, name: str) -> evaluation.QueryEvidence:
             "verify": verified["seconds"],
         },
     )
+    return evidence, GalleryInfo.from_dict(meta["gallery"])
 
 
 def evaluate(layout: Layout) -> EvaluationResult:
@@ -341,8 +343,7 @@ def evaluate(layout: Layout) -> EvaluationResult:
         if truth is None:
             skipped[name] = "no georeference to take the truth from"
             continue
-        evidence = read_evidence(layout, name)
-        info = GalleryInfo.from_dict(read_patches(layout, name)[1]["gallery"])
+        evidence, info = read_evidence(layout, name)
         scores.append(evaluation.score_query(evidence, truth, info.grid, info.zoom))
         locs[name], truths[name] = evidence.final, truth
     summary = evaluation.summarise(scores, len(names))

@@ -149,10 +149,9 @@ def candidates(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.Ma
     start = time.perf_counter()
     store = rsloc.store(rsloc.load_encoder(), info.grid.name, info.zoom)
     table = pipeline.find_candidates(rsloc.layout(), name, store, rsloc.top_k)
-    scores = table["score"]
-    in_range = table.num_rows == 0 or (
-        pc.min(scores).as_py() >= -1.0001 and pc.max(scores).as_py() <= 1.0001
-    )
+    low, high = pc.min_max(table["score"]).values()
+    best = high.as_py() if table.num_rows else 0.0
+    in_range = table.num_rows == 0 or (low.as_py() >= -1.0001 and best <= 1.0001)
     check = dg.AssetCheckResult(
         passed=table.num_rows > 0 and bool(in_range),
         severity=dg.AssetCheckSeverity.WARN,
@@ -163,7 +162,7 @@ def candidates(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.Ma
             "rows": table.num_rows,
             "top_k": rsloc.top_k,
             "seconds": round(time.perf_counter() - start, 3),
-            "best_score": float(pc.max(scores).as_py()) if table.num_rows else 0.0,
+            "best_score": float(best),
         },
         check_results=[check],
     )
