@@ -11,7 +11,8 @@ DAGSTER := $(VENV)/bin/dagster
 RSLOC := $(VENV)/bin/rsloc
 QUERY_ASSETS := query_patches,candidates,cliques,localization,verified_localization
 
-.PHONY: setup demo test lint clean bench bench-clique bench-extraction bench-embedding
+.PHONY: setup demo test lint clean bench bench-clique bench-extraction bench-embedding bench-scale \
+	bench-real bench-report
 
 setup: $(STAMPS)/gdal-python
 
@@ -58,7 +59,8 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: bench-clique bench-extraction bench-embedding
+bench: bench-clique bench-extraction bench-embedding bench-scale bench-real
+	$(MAKE) bench-report
 
 bench-clique: setup
 	$(PY) -m bench.clique
@@ -68,6 +70,15 @@ bench-extraction: setup
 
 bench-embedding: setup
 	$(PY) -m bench.embedding
+
+bench-scale: setup
+	$(PY) -m bench.scale
+
+bench-real: setup
+	$(PY) -m bench.real
+
+bench-report: setup
+	$(PY) -m bench.report
 
 clean:
 	rm -rf $(VENV) $(STAMPS) build *.egg-info

@@ -110,6 +110,8 @@ class QueryScore:
     acc: bool
     retrieval_error_m: float | None
     cliques_error_m: float | None
+    retrieval_acc: bool
+    cliques_acc: bool
     patches: int
     support: int
     confidence: float
@@ -186,6 +188,15 @@ def _error(loc: Localization, truth: Truth) -> float | None:
     return float(distance_m(loc.centre_lon, loc.centre_lat, *truth.centre_lonlat))
 
 
+def _acc(loc: Localization, truth: Truth, grid: TileGrid, zoom: int) -> bool:
+    """The paper's Acc: the tile holding the estimated centre overlaps the query's true extent."""
+    if loc.centre_lon is None or loc.centre_lat is None:
+        return False
+    b = grid.bounds(grid.tile_at(loc.centre_lon, loc.centre_lat, zoom))
+    tile = _polygon([(b.west, b.north), (b.east, b.north), (b.east, b.south), (b.west, b.south)])
+    return bool(tile.Intersects(_polygon(truth.corners_lonlat)))
+
+
 def score_query(ev: QueryEvidence, truth: Truth, grid: TileGrid, zoom: int) -> QueryScore:
     """Score one query's final, stage-2 and retrieval-only estimates against its truth.
 
@@ -195,21 +206,10 @@ def score_query(ev: QueryEvidence, truth: Truth, grid: TileGrid, zoom: int) -> Q
     loc = ev.final
     tlon, tlat = truth.centre_lonlat
     tile_m = math.sqrt(math.prod(ground_size_m(grid, grid.tile_at(tlon, tlat, zoom))))
-    error, acc, corners = _error(loc, truth), False, None
-    if error is not None:
-        est = grid.bounds(grid.tile_at(loc.centre_lon, loc.centre_lat, zoom))
-        est_poly = _polygon(
-            [
-                (est.west, est.north),
-                (est.east, est.north),
-                (est.east, est.south),
-                (est.west, est.south),
-            ]
-        )
-        acc = bool(est_poly.Intersects(_polygon(truth.corners_lonlat)))
-        if len(loc.corners_lonlat) == 4:
-            e, t = np.array(loc.corners_lonlat), np.array(truth.corners_lonlat)
-            corners = float(np.mean(distance_m(e[:, 0], e[:, 1], t[:, 0], t[:, 1])))
+    error, corners = _error(loc, truth), None
+    if error is not None and len(loc.corners_lonlat) == 4:
+        e, t = np.array(loc.corners_lonlat), np.array(truth.corners_lonlat)
+        corners = float(np.mean(distance_m(e[:, 0], e[:, 1], t[:, 0], t[:, 1])))
     true_tiles = _true_tiles(truth, ev.patches, grid, zoom)
     f_retrieval, f_cliques, f_verified = funnel(true_tiles, ev.candidates, ev.nodes, ev.accepted)
     return QueryScore(
@@ -220,9 +220,11 @@ def score_query(ev: QueryEvidence, truth: Truth, grid: TileGrid, zoom: int) -> Q
         tile_m=tile_m,
         within_1_tile=error is not None and error <= tile_m,
         within_3_tiles=error is not None and error <= 3 * tile_m,
-        acc=acc,
+        acc=_acc(loc, truth, grid, zoom),
         retrieval_error_m=_error(ev.retrieval, truth),
         cliques_error_m=_error(ev.stage2, truth),
+        retrieval_acc=_acc(ev.retrieval, truth, grid, zoom),
+        cliques_acc=_acc(ev.stage2, truth, grid, zoom),
         patches=ev.patches.num_rows,
         support=loc.support,
         confidence=loc.confidence,
@@ -255,6 +257,7 @@ class Summary:
     recall: dict[str, float]
     funnel: dict[str, int]
     mean_seconds: dict[str, float]
+    stages: list[dict]
 
 
 def _median(values: Sequence[float | None]) -> float | None:
@@ -262,30 +265,64 @@ def _median(values: Sequence[float | None]) -> float | None:
     return statistics.median(kept) if kept else None
 
 
+def _p90(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.percentile(kept, 90)) if kept else None
+
+
+def _stage_fields(s: QueryScore, stage: str) -> tuple[float | None, bool]:
+    if stage == "retrieval":
+        return s.retrieval_error_m, s.retrieval_acc
+    if stage == "cliques":
+        return s.cliques_error_m, s.cliques_acc
+    return s.error_m, s.acc
+
+
+def stage_metrics(scores: Sequence[QueryScore]) -> list[dict]:
+    """One row per stage estimate (retrieval vote, + cliques, + verification): queries localized,
+    median and 90th-percentile centre error over those, then shares of all scored queries within
+    1 and 3 tiles, with the paper's Acc, and Recall@1<r."""
+    n = len(scores)
+    rows = []
+    for stage in STAGES:
+        fields = [(*_stage_fields(s, stage), s.tile_m) for s in scores]
+        errors = [e for e, _, _ in fields]
+
+        def share(hit: Sequence[bool]) -> float:
+            return sum(hit) / n if n else 0.0
+
+        rows.append(
+            {
+                "stage": stage,
+                "localized": sum(e is not None for e in errors),
+                "median_error_m": _median(errors),
+                "p90_error_m": _p90(errors),
+                "within_1_tile": share([e is not None and e <= t for e, _, t in fields]),
+                "within_3_tiles": share([e is not None and e <= 3 * t for e, _, t in fields]),
+                "acc": share([a for _, a, _ in fields]),
+                **{f"R@1<{r}m": share([e is not None and e <= r for e in errors]) for r in RADII_M},
+            }
+        )
+    return rows
+
+
 def summarise(scores: Sequence[QueryScore], total: int) -> Summary:
     """Counts, medians, Recall@1<r per stage, the stage funnel and mean stage times."""
     n = len(scores)
     recalls = [s.recall_at_k for s in scores if s.recall_at_k is not None]
-    errors = {
-        "retrieval": [s.retrieval_error_m for s in scores],
-        "cliques": [s.cliques_error_m for s in scores],
-        "verified": [s.error_m for s in scores],
-    }
-    recall = {
-        f"{stage}@{r}": (sum(e is not None and e <= r for e in errs) / n if n else 0.0)
-        for stage, errs in errors.items()
-        for r in RADII_M
-    }
+    stages = stage_metrics(scores)
+    recall = {f"{row['stage']}@{r}": row[f"R@1<{r}m"] for row in stages for r in RADII_M}
+    medians = {row["stage"]: row["median_error_m"] for row in stages}
     return Summary(
         queries=total,
         evaluated=n,
         within_1_tile=sum(s.within_1_tile for s in scores),
         within_3_tiles=sum(s.within_3_tiles for s in scores),
         acc=sum(s.acc for s in scores),
-        median_error_m=_median(errors["verified"]),
+        median_error_m=medians["verified"],
         median_corner_error_m=_median([s.corner_error_m for s in scores]),
-        median_retrieval_error_m=_median(errors["retrieval"]),
-        median_cliques_error_m=_median(errors["cliques"]),
+        median_retrieval_error_m=medians["retrieval"],
+        median_cliques_error_m=medians["cliques"],
         mean_recall_at_k=statistics.fmean(recalls) if recalls else None,
         recall=recall,
         funnel={
@@ -298,6 +335,7 @@ def summarise(scores: Sequence[QueryScore], total: int) -> Summary:
             k: (statistics.fmean(getattr(s, f"seconds_{k}") for s in scores) if n else 0.0)
             for k in STAGE_TIMES
         },
+        stages=stages,
     )
 
 
@@ -352,23 +390,8 @@ def markdown_table(scores: Sequence[QueryScore]) -> str:
 
 
 def stage_tables(summary: Summary) -> str:
-    """Markdown: Recall@1<r and median error per stage, the patch funnel and mean stage times."""
-    rows = [
-        {
-            "stage": stage,
-            "median_error_m": median,
-            **{f"R@1<{r}m": summary.recall[f"{stage}@{r}"] for r in RADII_M},
-        }
-        for stage, median in zip(
-            ("retrieval", "cliques", "verified"),
-            (
-                summary.median_retrieval_error_m,
-                summary.median_cliques_error_m,
-                summary.median_error_m,
-            ),
-            strict=True,
-        )
-    ]
+    """Markdown: errors, success shares and Recall@1<r per stage, the patch funnel, stage times."""
+    rows = summary.stages
     f = summary.funnel
     funnel_rows = [
         {

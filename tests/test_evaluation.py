@@ -9,6 +9,7 @@ from rsloc_assets.evaluation import (
     QueryEvidence,
     read_truth,
     score_query,
+    stage_metrics,
     summarise,
     summary_line,
 )
@@ -90,6 +91,25 @@ def test_score_success_and_acc(rotated_query):
     assert (s.evaluated, s.within_1_tile, s.within_3_tiles, s.acc) == (4, 1, 2, 1)
     assert s.recall["verified@500"] == 0.25 and s.recall["verified@25"] == 0.0
     assert summary_line(s).startswith("demo: 1/5 queries within 1 tile; median error ")
+
+
+def test_stage_metrics_score_each_stage_estimate(rotated_query):
+    """Retrieval lands 2.5 km off, cliques 300 m, verification on the spot: three different rows."""
+    truth = read_truth(rotated_query)
+    far = offset_lonlat(*truth.centre_lonlat, 0.0, 2500.0)
+    near = offset_lonlat(*truth.centre_lonlat, 300.0, 0.0)
+    ev = evidence(loc_at(*truth.centre_lonlat))
+    ev.retrieval = Localization("q", "retrieval-vote", float(far[0]), float(far[1]))
+    ev.stage2 = Localization("q", "clique", float(near[0]), float(near[1]))
+    score = score_query(ev, truth, GRID, 15)
+    lost = score_query(evidence(Localization("q", "not-localized")), truth, GRID, 15)
+    rows = {row["stage"]: row for row in stage_metrics([score, lost])}
+    assert [rows[s]["localized"] for s in ("retrieval", "cliques", "verified")] == [1, 1, 1]
+    assert rows["retrieval"]["median_error_m"] == pytest.approx(2500, rel=0.01)
+    assert rows["retrieval"]["within_1_tile"] == 0.0 and rows["retrieval"]["within_3_tiles"] == 0.5
+    assert not score.retrieval_acc and score.cliques_acc and score.acc
+    assert rows["cliques"]["within_1_tile"] == 0.5 and rows["cliques"]["R@1<100m"] == 0.0
+    assert rows["verified"]["R@1<25m"] == 0.5 and rows["verified"]["p90_error_m"] < 1.0
 
 
 def test_corner_error_of_an_exact_footprint_is_zero(rotated_query):

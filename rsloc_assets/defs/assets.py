@@ -266,6 +266,7 @@ def evaluation_report(
             "funnel": str(s.funnel),
             "mean_seconds": str({k: round(v, 2) for k, v in s.mean_seconds.items()}),
             "recall_at_1_within_r": str({k: round(v, 3) for k, v in s.recall.items()}),
+            "stages": dg.MetadataValue.md(evaluation.md_table(s.stages)),
             "report": dg.MetadataValue.path(str(result.paths["markdown"])),
             "table": dg.MetadataValue.md(evaluation.markdown_table(result.scores)),
         }

@@ -1,0 +1,348 @@
+"""Gather the benchmark results (`bench/results/*.json`) into `REPORT.md` with PNG plots.
+
+Only measured figures appear: a benchmark that has not run (or skipped for want of data or a GPU)
+is listed as such. Run after the benchmarks; `make bench` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from bench.common import results_dir
+from rsloc_assets.evaluation import md_table
+
+STAGE_LABELS = {
+    "retrieval": "retrieval only",
+    "cliques": "+ cliques",
+    "verified": "+ verification (final)",
+}
+DATASETS = {"real_rsloc": "RSLoc France, same-source", "real_naip": "NAIP North Dakota, cross-date"}
+
+
+def load_results(folder: Path) -> dict[str, dict]:
+    """Every `<name>.json` record in `folder`, by name."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def provenance(record: dict) -> str:
+    m = record["machine"]
+    return (
+        f"*{record['date_utc'][:10]}, commit `{record['commit'][:12]}`, {m['cpu']} "
+        f"({m['cores']} cores, {m['memory_gib']} GiB)*"
+    )
+
+
+def _missing(title: str, why: str) -> list[str]:
+    return [f"## {title}", "", f"Not measured: {why}.", ""]
+
+
+def real_section(results: dict[str, dict], out: Path) -> list[str]:
+    """Accuracy per stage and seconds per query on the real-data galleries, with two plots."""
+    present = {k: results[k] for k in DATASETS if k in results}
+    if not present:
+        return _missing("Real imagery", "`../shared/data` was absent when `bench.real` ran")
+    lines = ["## Real imagery: accuracy per stage", ""]
+    for name, record in present.items():
+        f = record["figures"]
+        g = f["gallery"]
+        lines += [
+            f"### {DATASETS[name]}",
+            "",
+            provenance(record),
+            "",
+            f"- Gallery: {', '.join(g['inputs'][:3])}{' …' if len(g['inputs']) > 3 else ''} → "
+            f"{g['grid']} z{g['zoom']}, {g['tiles']} tiles (built in {g['build_s']:.1f} s, "
+            f"embedded with {f['encoder']} in {g['embed_s']:.0f} s).",
+            f"- Queries: {f['queries']} {f['queries_made']}.",
+            f"- A random gallery tile lands within one tile of the truth with probability "
+            f"{f['chance_within_1_tile']:.3f}.",
+            "",
+            md_table(
+                [{**row, "stage": STAGE_LABELS[row["stage"]]} for row in f["stages"]],
+            ),
+            "",
+            "Shares are of all queries; errors are over the queries a stage localized.",
+            "",
+            "Patch funnel (true tile or a neighbour): "
+            + " → ".join(f"{k} {v}" for k, v in f["funnel"].items()),
+            "",
+        ]
+    lines += [
+        "![centre error CDF per stage](real_errors.png)",
+        "",
+        "## End to end: seconds per query image",
+        "",
+        md_table(
+            [
+                {
+                    "dataset": DATASETS[name],
+                    **{f"{k} s": v for k, v in r["figures"]["seconds_per_query"].items()},
+                    "wall s (Dagster run)": r["figures"]["wall_s_per_query"],
+                }
+                for name, r in present.items()
+            ]
+        ),
+        "",
+        "![seconds per stage](real_seconds.png)",
+        "",
+    ]
+    _plot_errors(present, out / "real_errors.png")
+    _plot_seconds(present, out / "real_seconds.png")
+    return lines
+
+
+def _plot_errors(present: dict[str, dict], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(present), figsize=(5.5 * len(present), 4), squeeze=False)
+    keys = {"retrieval": "retrieval_error_m", "cliques": "cliques_error_m", "verified": "error_m"}
+    for ax, (name, record) in zip(axes[0], present.items(), strict=True):
+        rows = record["figures"]["per_query"]
+        for stage, key in keys.items():
+            errors = np.sort([r[key] if r[key] is not None else np.inf for r in rows])
+            share = np.arange(1, len(errors) + 1) / max(len(errors), 1)
+            ax.step(np.clip(errors, 0.1, None), share, where="post", label=STAGE_LABELS[stage])
+        ax.set_xscale("log")
+        ax.set_xlabel("centre error (m)")
+        ax.set_ylabel("share of queries")
+        ax.set_title(DATASETS[name])
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_seconds(present: dict[str, dict], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    stages = ("patches", "candidates", "cliques", "verify")
+    for i, record in enumerate(present.values()):
+        left = 0.0
+        for j, stage in enumerate(stages):
+            value = record["figures"]["seconds_per_query"][stage]
+            ax.barh(i, value, left=left, color=f"C{j}", label=stage if i == 0 else None)
+            left += value
+    ax.set_yticks(range(len(present)), [DATASETS[n] for n in present])
+    ax.set_xlabel("mean seconds per query image")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def scale_section(results: dict[str, dict], out: Path) -> list[str]:
+    """Vector search at the paper's gallery size: LanceDB against exact torch search."""
+    if "scale" not in results:
+        return _missing("Gallery scale", "`bench.scale` has not run")
+    record = results["scale"]
+    f = record["figures"]
+    runs = f["runs"]
+    k = f["k"]
+    rows = [
+        {
+            "dim": run["dim"],
+            "rows": run["rows"],
+            "table build s": run["table"]["build_s"],
+            "index build s": run["index"]["build_s"],
+            "nprobes": ann["nprobes"],
+            "refine": ann["refine_factor"] or "–",
+            "ANN ms/image": ann["ms"]["mean"],
+            "exact ms/image": run["exact_ms"]["mean"],
+            "ANN/exact": ann["ann_over_exact"],
+            f"recall@{k}": ann[f"recall@{k}"],
+        }
+        for run in runs
+        for ann in run["ann"]
+    ]
+    lines = [
+        "## Gallery scale: vector search",
+        "",
+        provenance(record),
+        "",
+        f"{f['rows']:,} synthetic tiles per vector size; a query image is "
+        f"{f['patches_per_query_image']} patches searched for their top {k} in one call; "
+        f"{f['query_images']} query images per path after a warm-up; timing: {f['timing']}. "
+        f"Vector model: `{f['model']['tile']}` (details in `scale.json`). Peak memory "
+        f"{f['peak_rss_mb'] / 1024:.1f} GiB.",
+        "",
+        md_table(rows),
+        "",
+        "ANN/exact below 1 means LanceDB is faster than the exact batched matrix product in "
+        "torch over the same vectors held in memory; recall is against that exact search.",
+        "",
+        "![latency and recall](scale.png)",
+        "",
+    ]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for i, run in enumerate(runs):
+        anns = sorted(run["ann"], key=lambda a: a["ms"]["mean"])
+        ax.plot(
+            [a["ms"]["mean"] for a in anns],
+            [a[f"recall@{k}"] for a in anns],
+            "o-",
+            color=f"C{i}",
+            label=f"LanceDB IVF-PQ, {run['dim']}-d",
+        )
+        exact = f"exact torch, {run['dim']}-d"
+        ax.axvline(run["exact_ms"]["mean"], color=f"C{i}", ls="--", label=exact)
+    ax.set_xscale("log")
+    ax.set_xlabel("ms per query image")
+    ax.set_ylabel(f"recall@{k} against exact")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "scale.png", dpi=110)
+    plt.close(fig)
+    return lines
+
+
+def clique_section(results: dict[str, dict], out: Path) -> list[str]:
+    """Stage 2: the C engine against python-igraph on the same graph, and the edge budget."""
+    if "clique" not in results:
+        return _missing("Spatio-geographic cliques", "`bench.clique` has not run")
+    record = results["clique"]
+    f = record["figures"]
+    lines = [
+        "## Spatio-geographic cliques (stage 2)",
+        "",
+        provenance(record),
+        "",
+        md_table(
+            [
+                {
+                    "nodes": f["nodes"],
+                    "edges": f["edges"],
+                    "native ms": f["native_ms"]["best"],
+                    "igraph ms": f["igraph_ms"]["best"],
+                    "speedup": f["speedup"],
+                    "same cliques": f["same_cliques"],
+                    "planted found": f["planted"]["found"],
+                }
+            ]
+        ),
+        "",
+        f"{f['hits']['patches']} patches × {f['hits']['candidates_per_patch']} candidates over "
+        f"a {f['hits']['gallery_tiles']:,}-tile grid; timing: {f['timing']}.",
+        "",
+        "![edge budget](clique_budget.png)",
+        "",
+    ]
+    sweep = f["edge_budget_sweep"]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    x = [s["max_edges_per_node"] for s in sweep]
+    ax.plot(x, [s["recall"] for s in sweep], "o-", label="planted location recall")
+    ax.plot(x, [s["best_group_true_fraction"] for s in sweep], "s--", label="best group purity")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("edges kept per node")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "clique_budget.png", dpi=110)
+    plt.close(fig)
+    return lines
+
+
+def extraction_section(results: dict[str, dict]) -> list[str]:
+    """Mosaics per second from SQLite, decode once against nine times."""
+    if "extraction" not in results:
+        return _missing("Gallery extraction", "`bench.extraction` has not run")
+    record = results["extraction"]
+    f = record["figures"]
+    return [
+        "## Gallery extraction",
+        "",
+        provenance(record),
+        "",
+        md_table(
+            [
+                {
+                    "tiles": f["tiles"],
+                    "rsloc tiles/s": f["tiles_per_s"],
+                    "decodes": f["decodes"],
+                    "9× decode tiles/s": f["naive_tiles_per_s"],
+                    "9× decodes": f["naive_decodes"],
+                    "speedup": f["speedup"],
+                }
+            ]
+        ),
+        "",
+    ]
+
+
+def embedding_section(results: dict[str, dict], out: Path) -> list[str]:
+    """Images per second through the decoding pipeline and the model alone, CPU and GPU."""
+    lines = ["## Embedding throughput", ""]
+    runs = []
+    for name, label in (("embedding", "CPU"), ("embedding_gpu", "GPU")):
+        if name not in results:
+            lines += [f"{label}: not measured (no {label} run recorded).", ""]
+            continue
+        record = results[name]
+        device = record["figures"].get("device_name", record["machine"]["cpu"])
+        lines += [f"### {label}: {device}", "", provenance(record), ""]
+        cols = [
+            "encoder",
+            "precision",
+            "batch",
+            "pipeline_images_per_s",
+            "model_images_per_s",
+            "pipeline_over_model",
+            "hours_for_824796_tiles",
+            *(["gpu_util_mean_pct"] if label == "GPU" else []),
+        ]
+        rows = [{c: r.get(c) for c in cols} for r in record["figures"]["runs"]]
+        lines += [md_table(rows), ""]
+        runs += [(label, r) for r in rows]
+    if runs:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        labels = [f"{lab} {r['encoder']} {r['precision']} b{r['batch']}" for lab, r in runs]
+        y = np.arange(len(runs))
+        ax.barh(y - 0.2, [r["pipeline_images_per_s"] for _, r in runs], 0.4, label="pipeline")
+        ax.barh(y + 0.2, [r["model_images_per_s"] for _, r in runs], 0.4, label="model alone")
+        ax.set_yticks(y, labels, fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel("images per second")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "embedding.png", dpi=110)
+        plt.close(fig)
+        lines += ["![embedding throughput](embedding.png)", ""]
+    return lines
+
+
+def write_report(folder: Path) -> Path:
+    """Write `REPORT.md` and its plots into `folder` from the JSON results there."""
+    results = load_results(folder)
+    lines = [
+        "# rsloc benchmark report",
+        "",
+        "Written by `python -m bench.report` from the JSON results beside it; every figure was "
+        "measured by the benchmark named in its section (`make bench` runs them all).",
+        "",
+        *real_section(results, folder),
+        *scale_section(results, folder),
+        *clique_section(results, folder),
+        *extraction_section(results),
+        *embedding_section(results, folder),
+    ]
+    path = folder / "REPORT.md"
+    path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    return path
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
+    parser.add_argument("--results-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    path = write_report(results_dir(args.results_dir))
+    line = f"report: {path}"
+    print(line)
+    return line
+
+
+if __name__ == "__main__":
+    main()

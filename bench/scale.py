@@ -1,0 +1,337 @@
+"""Gallery-scale vector search: rsloc's LanceDB TileStore over the paper's 824,796-tile z15 gallery,
+against exact search by batched matrix product in torch, in the same run.
+
+For each vector size (768-d as CLIP ViT-L/14, 1280-d as the default encoder) it times the table
+build (`TileStore.upsert` in batches), the index build (`TileStore.ensure_index`: IVF-PQ cosine,
+√rows partitions), and the latency per query image (one batched `TileStore.search` of 100 patch
+vectors, top-2000) at rsloc's default search settings and a short nprobes / refine_factor sweep.
+The exact baseline holds the whole normalised gallery in memory as float32 and keeps a running
+`torch.topk` over chunked matrix products. ANN recall@k is the mean over query patches of
+|ANN top-k ∩ exact top-k| / k. The default sweep (nprobes:refine 20:0 and 50:2) stays cheaper
+than rsloc's default: refinement re-reads up to refine_factor × k full vectors per query (capped
+by the rows in the probed partitions), for all 100 queries at once, which dominates latency and
+memory.
+
+Synthetic vectors, because isotropic Gaussians (no neighbourhood structure) are the meaningless
+worst case for ANN. Tiles mimic an embedding space of land-cover classes: unit vectors
+normalise(√w_mean·m + √w_group·g[group] + √w_cluster·c[cluster] + √w_tile·noise), with one shared
+direction m (embeddings are anisotropic), √clusters groups, rows/200 clusters of log-normal sizes,
+and random near-orthogonal directions of unit expected norm; cosines are thus ≈ 0.6 within a
+cluster, 0.35 within a group, 0.15 otherwise. A query patch is a noisy copy of a random gallery
+tile, cosine ≈ 0.84 to it. Tiles lie row-major in a 1091-wide block of ge z15 tiles over France.
+Run as `python -m bench.scale`; it ends with the line `scale: rows=<n> dims=<d,…> k=<k>
+nprobes=<p> refine=<r> build_s=<…> index_s=<…> ann_ms=<…> exact_ms=<…> ann_over_exact=<…>x
+recall@<k>=<…>`, one comma-separated value per dim, at rsloc's default search settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import math
+import resource
+import shutil
+import statistics
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+import torch
+
+from bench.clique import GALLERY_CENTRE, GALLERY_COLS, GALLERY_ROWS, ZOOM, timed
+from bench.common import write_result
+from rsloc_assets.grids import GeoGrid
+from rsloc_assets.store import TileStore, _sub_vectors, tile_schema, vector_array
+
+GALLERY_TILES = 824_796
+PATCHES = 100  # query patches per query image, as in the paper
+TILES_PER_CLUSTER = 200
+WEIGHTS = {"mean": 0.15, "group": 0.2, "cluster": 0.25, "tile": 0.4}  # variance shares, sum 1
+QUERY_NOISE = 0.3  # variance share of noise in a query patch: cosine √0.7 ≈ 0.84 to its tile
+GEN_CHUNK = 50_000  # gallery rows generated per random stream
+EXACT_CHUNK = 65_536  # gallery rows per matrix product of the exact search
+TABLE = "scale"
+TIME = "2021-06-01"
+_SEARCH = inspect.signature(TileStore.search).parameters
+DEFAULT_SETTING = (_SEARCH["nprobes"].default, _SEARCH["refine_factor"].default)
+
+
+def model_shape(rows: int) -> tuple[int, int]:
+    """Clusters and groups of the vector model for a gallery of `rows` tiles."""
+    clusters = max(1, round(rows / TILES_PER_CLUSTER))
+    return clusters, max(1, round(math.sqrt(clusters)))
+
+
+def make_gallery(rows: int, dim: int, seed: int) -> np.ndarray:
+    """rows × dim unit float32 vectors of the clustered model, generated in seeded chunks."""
+    rng = np.random.default_rng([seed, dim])
+    clusters, groups = model_shape(rows)
+    mean = rng.standard_normal(dim, dtype=np.float32)
+    mean /= np.linalg.norm(mean)
+    group_dir = rng.standard_normal((groups, dim), dtype=np.float32) / math.sqrt(dim)
+    cluster_dir = rng.standard_normal((clusters, dim), dtype=np.float32) / math.sqrt(dim)
+    centre = (
+        math.sqrt(WEIGHTS["mean"]) * mean
+        + math.sqrt(WEIGHTS["group"]) * group_dir[rng.integers(0, groups, clusters)]
+        + math.sqrt(WEIGHTS["cluster"]) * cluster_dir
+    )
+    share = rng.lognormal(0.0, 1.0, clusters)
+    share /= share.sum()
+    gallery = np.empty((rows, dim), dtype=np.float32)
+    for chunk, start in enumerate(range(0, rows, GEN_CHUNK)):
+        stop = min(start + GEN_CHUNK, rows)
+        crng = np.random.default_rng([seed, dim, chunk])
+        tiles = crng.standard_normal((stop - start, dim), dtype=np.float32)
+        tiles *= math.sqrt(WEIGHTS["tile"] / dim)
+        tiles += centre[crng.choice(clusters, stop - start, p=share)]
+        gallery[start:stop] = tiles / np.linalg.norm(tiles, axis=1, keepdims=True)
+    return gallery
+
+
+def make_queries(gallery: np.ndarray, images: int, seed: int) -> np.ndarray:
+    """images × PATCHES × dim unit query vectors, each a noisy copy of a random gallery tile."""
+    dim = gallery.shape[1]
+    rng = np.random.default_rng([seed, dim, 1])
+    source = gallery[rng.integers(0, len(gallery), images * PATCHES)]
+    noise = rng.standard_normal(source.shape, dtype=np.float32) * math.sqrt(QUERY_NOISE / dim)
+    queries = math.sqrt(1 - QUERY_NOISE) * source + noise
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    return queries.reshape(images, PATCHES, dim)
+
+
+def gallery_origin() -> tuple[int, int]:
+    """Column and row of the gallery block's top-left tile."""
+    grid = GeoGrid()
+    centre = grid.tile_at(*GALLERY_CENTRE, ZOOM)
+    return centre.col - GALLERY_COLS // 2, centre.row - GALLERY_ROWS // 2
+
+
+def tile_batch(start: int, vectors: np.ndarray) -> pa.Table:
+    """Tile rows start… (row-major in the gallery block) with their vectors, in the tile schema."""
+    col0, row0 = gallery_origin()
+    index = np.arange(start, start + len(vectors))
+    cols, rows = col0 + index % GALLERY_COLS, row0 + index // GALLERY_COLS
+    lon, lat = GeoGrid().centres(ZOOM, cols, rows)
+    half = GeoGrid.size_deg(ZOOM) / 2
+    columns = {
+        "key": [f"{ZOOM}/{c}/{r}" for c, r in zip(cols.tolist(), rows.tolist(), strict=True)],
+        "level": np.full(len(index), ZOOM, np.int32),
+        "col": cols,
+        "row": rows,
+        "time": [TIME] * len(index),
+        "lon": lon,
+        "lat": lat,
+        "west": lon - half,
+        "south": lat - half,
+        "east": lon + half,
+        "north": lat + half,
+        "vector": vector_array(vectors),
+    }
+    return pa.table(columns, schema=tile_schema(vectors.shape[1]))
+
+
+def exact_topk(gallery: torch.Tensor, queries: np.ndarray, k: int) -> np.ndarray:
+    """Gallery row indices of each query's top-k by cosine: chunked matmul, running topk."""
+    q = torch.from_numpy(np.ascontiguousarray(queries))
+    best_score = torch.empty((len(q), 0))
+    best_index = torch.empty((len(q), 0), dtype=torch.long)
+    for start in range(0, len(gallery), EXACT_CHUNK):
+        block = gallery[start : start + EXACT_CHUNK]
+        score = torch.cat([best_score, q @ block.T], dim=1)
+        index = torch.arange(start, start + len(block)).expand(len(q), -1)
+        best_score, pos = torch.topk(score, min(k, score.shape[1]), dim=1)
+        best_index = torch.gather(torch.cat([best_index, index], dim=1), 1, pos)
+    return best_index.numpy()
+
+
+def ann_topk(
+    store: TileStore, queries: np.ndarray, k: int, nprobes: int, refine: int | None
+) -> np.ndarray:
+    """Gallery row indices of each query's top-k through TileStore.search; -1 where fewer."""
+    hits = store.search(queries, k, nprobes=nprobes, refine_factor=refine)
+    col0, row0 = gallery_origin()
+    index = (hits["row"].to_numpy() - row0) * GALLERY_COLS + hits["col"].to_numpy() - col0
+    found = np.full((len(queries), k), -1, dtype=np.int64)
+    found[hits["query"].to_numpy(), hits["rank"].to_numpy()] = index
+    return found
+
+
+def recall(found: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """Per query: the share of its exact top-k that `found` holds."""
+    k = exact.shape[1]
+    return np.array([np.intersect1d(f, e).size / k for f, e in zip(found, exact, strict=True)])
+
+
+def latency(fn: Callable[[np.ndarray], np.ndarray], queries: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Run `fn` on a warm-up image, then time it per query image; results and ms figures."""
+    fn(queries[0])
+    runs = [timed(lambda q=q: fn(q)) for q in queries[1:]]
+    ms = [t for _, t in runs]
+    return np.concatenate([r for r, _ in runs]), {
+        "mean": statistics.fmean(ms),
+        "p50": float(np.percentile(ms, 50)),
+        "p90": float(np.percentile(ms, 90)),
+        "runs": ms,
+    }
+
+
+def disk_mb(path: Path) -> float:
+    """Size in MB of every file under `path`."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build_table(store: TileStore, gallery: np.ndarray, batch: int) -> list[float]:
+    """Upsert the gallery into `store` in batches of `batch` rows; seconds per upsert call."""
+    seconds = []
+    for start in range(0, len(gallery), batch):
+        rows = tile_batch(start, gallery[start : start + batch])
+        seconds.append(timed(lambda r=rows: store.upsert(r))[1] / 1e3)
+    return seconds
+
+
+def run_dim(dim: int, args: argparse.Namespace, workdir: Path) -> dict:
+    """Build, index and query one dim's table; exact baseline and recall in the same run."""
+    gallery, generate_ms = timed(lambda: make_gallery(args.rows, dim, args.seed))
+    queries = make_queries(gallery, args.queries + 1, args.seed)  # image 0: warm-up
+    uri = workdir / f"d{dim}"
+    store = TileStore(str(uri), TABLE, dim)
+    upsert_s = build_table(store, gallery, args.batch)
+    assert store.count() == args.rows
+    table_mb = disk_mb(uri)
+    matrix = torch.from_numpy(gallery)
+    exact, exact_ms = latency(lambda q, m=matrix: exact_topk(m, q, args.k), queries)
+    del gallery, matrix  # index build and ANN search run without the in-memory gallery
+    indexed, index_ms = timed(lambda: store.ensure_index(min_rows=0))
+    assert indexed
+
+    sweep = []
+    for nprobes, refine in [DEFAULT_SETTING, *args.sweep]:
+        found, ms = latency(
+            lambda q, p=nprobes, r=refine: ann_topk(store, q, args.k, p, r), queries
+        )
+        per_query = recall(found, exact)
+        sweep.append(
+            {
+                "nprobes": nprobes,
+                "refine_factor": refine,
+                "ms": ms,
+                f"recall@{args.k}": float(per_query.mean()),
+                f"recall@{args.k}_p10": float(np.percentile(per_query, 10)),
+                "ann_over_exact": ms["mean"] / exact_ms["mean"],
+                "faster": "ann" if ms["mean"] < exact_ms["mean"] else "exact",
+            }
+        )
+    build_s = sum(upsert_s)
+    figures = {
+        "dim": dim,
+        "rows": args.rows,
+        "generate_s": generate_ms / 1e3,
+        "table": {
+            "build_s": build_s,
+            "rows_per_s": args.rows / build_s,
+            "batch_rows": args.batch,
+            "upsert_s": upsert_s,
+            "data_mb": table_mb,
+        },
+        "index": {
+            "build_s": index_ms / 1e3,
+            "type": "IVF_PQ cosine",
+            "partitions_requested": max(1, round(math.sqrt(args.rows))),  # as ensure_index does
+            "sub_vectors": _sub_vectors(dim),
+            "table_with_index_mb": disk_mb(uri),
+        },
+        "exact_ms": exact_ms,
+        "ann": sweep,
+        "peak_rss_mb_so_far": peak_rss_mb(),
+    }
+    shutil.rmtree(uri)
+    return figures
+
+
+def setting(text: str) -> tuple[int, int | None]:
+    """A search setting from "NPROBES:REFINE" (REFINE 0: no refinement)."""
+    nprobes, refine = (int(v) for v in text.split(":"))
+    return nprobes, refine or None
+
+
+def main(argv: list[str] | None = None) -> str:
+    """Run every dim, write scale.json, print one line; returns the line."""
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
+    parser.add_argument("--rows", type=int, default=GALLERY_TILES)
+    parser.add_argument("--dims", type=int, nargs="+", default=[768, 1280])
+    parser.add_argument("--queries", type=int, default=5, help="timed query images per path")
+    parser.add_argument("--k", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=50_000, help="rows per upsert")
+    parser.add_argument(
+        "--sweep",
+        type=setting,
+        nargs="*",
+        default=[(20, None), (50, 2)],
+        metavar="NPROBES:REFINE",
+        help="search settings besides rsloc's default",
+    )
+    parser.add_argument("--results-dir", type=Path, default=None)
+    parser.add_argument("--workdir", type=Path, default=None, help="parent of the LanceDB data")
+    args = parser.parse_args(argv)
+    if args.rows < 256 or not 0 < args.k <= args.rows or args.queries < 1:
+        parser.error("need rows >= 256 (IVF-PQ training), 0 < k <= rows and queries >= 1")
+
+    with tempfile.TemporaryDirectory(prefix="rsloc-scale-", dir=args.workdir) as tmp:
+        runs = [run_dim(dim, args, Path(tmp)) for dim in args.dims]
+    figures = {
+        "rows": args.rows,
+        "dims": args.dims,
+        "k": args.k,
+        "patches_per_query_image": PATCHES,
+        "query_images": args.queries,
+        "seed": args.seed,
+        "model": {
+            "tile": "normalise(√w_mean·m + √w_group·g[group] + √w_cluster·c[cluster] + √w_tile·n)",
+            "weights": WEIGHTS,
+            "clusters": model_shape(args.rows)[0],
+            "groups": model_shape(args.rows)[1],
+            "cluster_sizes": "log-normal(0, 1) shares",
+            "query": f"normalise(√{1 - QUERY_NOISE:g}·tile + √{QUERY_NOISE:g}·n), random tile",
+        },
+        "gallery_grid": f"ge z{ZOOM}, {GALLERY_COLS} tiles wide, row-major",
+        "timing": (
+            "time.perf_counter; table build = TileStore.upsert calls only; latency per query "
+            f"image = one call for {PATCHES} vectors after one warm-up image"
+        ),
+        "torch_threads": torch.get_num_threads(),
+        "lancedb": lancedb.__version__,
+        "runs": runs,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    write_result("scale", figures, args.results_dir)
+    default = [r["ann"][0] for r in runs]
+
+    def each(values: list[float], fmt: str) -> str:
+        return ",".join(format(v, fmt) for v in values)
+
+    ratios = ",".join(f"{a['ann_over_exact']:.2f}x" for a in default)
+    line = (
+        f"scale: rows={args.rows} dims={each(args.dims, 'd')} k={args.k}"
+        f" nprobes={DEFAULT_SETTING[0]} refine={DEFAULT_SETTING[1]}"
+        f" build_s={each([r['table']['build_s'] for r in runs], '.1f')}"
+        f" index_s={each([r['index']['build_s'] for r in runs], '.1f')}"
+        f" ann_ms={each([a['ms']['mean'] for a in default], '.1f')}"
+        f" exact_ms={each([r['exact_ms']['mean'] for r in runs], '.1f')}"
+        f" ann_over_exact={ratios}"
+        f" recall@{args.k}={each([a[f'recall@{args.k}'] for a in default], '.3f')}"
+    )
+    print(line)
+    return line
+
+
+if __name__ == "__main__":
+    main()

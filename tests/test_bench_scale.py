@@ -1,0 +1,35 @@
+"""Smoke test of the gallery-scale search benchmark on a tiny table (no speed assertions)."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from bench.scale import main
+
+FINAL_LINE = re.compile(
+    r"scale: rows=3000 dims=64 k=50 nprobes=20 refine=10 build_s=\d+\.\d index_s=\d+\.\d "
+    r"ann_ms=\d+\.\d exact_ms=\d+\.\d ann_over_exact=\d+\.\d\dx recall@50=(\d\.\d{3})"
+)
+
+
+def test_bench_scale_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    args = ["--rows", "3000", "--dims", "64", "--queries", "2", "--k", "50"]
+    line = main([*args, "--results-dir", str(tmp_path), "--workdir", str(tmp_path)])
+
+    assert capsys.readouterr().out.strip().splitlines()[-1] == line
+    match = FINAL_LINE.fullmatch(line)
+    assert match, line
+    figures = json.loads((tmp_path / "scale.json").read_text())["figures"]
+    assert list(tmp_path.iterdir()) == [tmp_path / "scale.json"]  # LanceDB data cleaned up
+    (run,) = figures["runs"]
+    assert run["rows"] == 3000 and run["dim"] == 64 and run["index"]["sub_vectors"] == 4
+    assert run["table"]["build_s"] > 0 and run["index"]["table_with_index_mb"] > 0
+    assert len(run["exact_ms"]["runs"]) == 2
+    default, *others = run["ann"]
+    assert (default["nprobes"], default["refine_factor"]) == (20, 10) and len(others) == 2
+    recalls = [a["recall@50"] for a in run["ann"]]
+    assert all(0 <= r <= 1 for r in recalls)
+    assert float(match.group(1)) == pytest.approx(default["recall@50"], abs=1e-3)
+    assert default["recall@50"] > 0.5  # refined ANN finds most of the exact top-k
