@@ -72,7 +72,7 @@ bench-embedding: setup
 	$(PY) -m bench.embedding
 
 bench-scale: setup
-	$(PY) -m bench.scale
+	LANCE_LOG=error $(PY) -m bench.scale
 
 bench-real: setup
 	$(PY) -m bench.real

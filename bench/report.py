@@ -144,9 +144,9 @@ def scale_section(results: dict[str, dict], out: Path) -> list[str]:
     rows = [
         {
             "dim": run["dim"],
-            "rows": run["rows"],
-            "table build s": run["table"]["build_s"],
-            "index build s": run["index"]["build_s"],
+            "index": index["kind"],
+            "table build s": index["table"]["build_s"],
+            "index build s": index["index"]["build_s"],
             "nprobes": ann["nprobes"],
             "refine": ann["refine_factor"] or "–",
             "ANN ms/image": ann["ms"]["mean"],
@@ -155,7 +155,8 @@ def scale_section(results: dict[str, dict], out: Path) -> list[str]:
             f"recall@{k}": ann[f"recall@{k}"],
         }
         for run in runs
-        for ann in run["ann"]
+        for index in run["indexes"]
+        for ann in index["ann"]
     ]
     lines = [
         "## Gallery scale: vector search",
@@ -178,14 +179,15 @@ def scale_section(results: dict[str, dict], out: Path) -> list[str]:
     ]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for i, run in enumerate(runs):
-        anns = sorted(run["ann"], key=lambda a: a["ms"]["mean"])
-        ax.plot(
-            [a["ms"]["mean"] for a in anns],
-            [a[f"recall@{k}"] for a in anns],
-            "o-",
-            color=f"C{i}",
-            label=f"LanceDB IVF-PQ, {run['dim']}-d",
-        )
+        for index, marker in zip(run["indexes"], "os^", strict=False):
+            anns = sorted(index["ann"], key=lambda a: a["ms"]["mean"])
+            ax.plot(
+                [a["ms"]["mean"] for a in anns],
+                [a[f"recall@{k}"] for a in anns],
+                marker=marker,
+                color=f"C{i}",
+                label=f"LanceDB {index['kind']}, {run['dim']}-d",
+            )
         exact = f"exact torch, {run['dim']}-d"
         ax.axvline(run["exact_ms"]["mean"], color=f"C{i}", ls="--", label=exact)
     ax.set_xscale("log")

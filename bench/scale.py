@@ -1,16 +1,16 @@
 """Gallery-scale vector search: rsloc's LanceDB TileStore over the paper's 824,796-tile z15 gallery,
 against exact search by batched matrix product in torch, in the same run.
 
-For each vector size (768-d as CLIP ViT-L/14, 1280-d as the default encoder) it times the table
-build (`TileStore.upsert` in batches), the index build (`TileStore.ensure_index`: IVF-PQ cosine,
-√rows partitions), and the latency per query image (one batched `TileStore.search` of 100 patch
-vectors, top-2000) at rsloc's default search settings and a short nprobes / refine_factor sweep.
+For each vector size (768-d as CLIP ViT-L/14, 1280-d as the default encoder) and each index kind
+(rsloc's default IVF-FLAT, and IVF-PQ; cosine, √rows partitions) it times the table build
+(`TileStore.upsert` in batches), the index build (`TileStore.ensure_index`) and the latency per
+query image (one batched `TileStore.search` of 100 patch vectors, top-2000) over a short
+nprobes / refine_factor sweep whose first setting is rsloc's default search.
 The exact baseline holds the whole normalised gallery in memory as float32 and keeps a running
 `torch.topk` over chunked matrix products. ANN recall@k is the mean over query patches of
-|ANN top-k ∩ exact top-k| / k. The default sweep (nprobes:refine 20:0 and 50:2) stays cheaper
-than rsloc's default: refinement re-reads up to refine_factor × k full vectors per query (capped
-by the rows in the probed partitions), for all 100 queries at once, which dominates latency and
-memory.
+|ANN top-k ∩ exact top-k| / k. With IVF-PQ, refinement re-reads up to refine_factor × k full
+vectors per query (capped by the rows in the probed partitions), for all 100 queries at once,
+which dominates latency and memory: it is why IVF-FLAT is rsloc's default.
 
 Synthetic vectors, because isotropic Gaussians (no neighbourhood structure) are the meaningless
 worst case for ANN. Tiles mimic an embedding space of land-cover classes: unit vectors
@@ -19,9 +19,9 @@ direction m (embeddings are anisotropic), √clusters groups, rows/200 clusters 
 and random near-orthogonal directions of unit expected norm; cosines are thus ≈ 0.6 within a
 cluster, 0.35 within a group, 0.15 otherwise. A query patch is a noisy copy of a random gallery
 tile, cosine ≈ 0.84 to it. Tiles lie row-major in a 1091-wide block of ge z15 tiles over France.
-Run as `python -m bench.scale`; it ends with the line `scale: rows=<n> dims=<d,…> k=<k>
-nprobes=<p> refine=<r> build_s=<…> index_s=<…> ann_ms=<…> exact_ms=<…> ann_over_exact=<…>x
-recall@<k>=<…>`, one comma-separated value per dim, at rsloc's default search settings.
+Run as `python -m bench.scale`; it ends with one line, `scale: rows=<n> dims=<d,…> k=<k>
+index=<kind> nprobes=<p> refine=<r> build_s=<…> index_s=<…> ann_ms=<…> exact_ms=<…>
+ann_over_exact=<…>x recall@<k>=<…>`, a value per dim, for rsloc's default index and search.
 """
 
 from __future__ import annotations
@@ -57,6 +57,11 @@ TABLE = "scale"
 TIME = "2021-06-01"
 _SEARCH = inspect.signature(TileStore.search).parameters
 DEFAULT_SETTING = (_SEARCH["nprobes"].default, _SEARCH["refine_factor"].default)
+DEFAULT_KIND = inspect.signature(TileStore.ensure_index).parameters["kind"].default
+SWEEPS = {  # (nprobes, refine_factor) per index kind; rsloc's default search comes first
+    "ivf_flat": [DEFAULT_SETTING, (10, None), (50, None)],
+    "ivf_pq": [(20, 10), (20, None), (50, 2)],
+}
 
 
 def model_shape(rows: int) -> tuple[int, int]:
@@ -197,23 +202,19 @@ def build_table(store: TileStore, gallery: np.ndarray, batch: int) -> list[float
     return seconds
 
 
-def run_dim(dim: int, args: argparse.Namespace, workdir: Path) -> dict:
-    """Build, index and query one dim's table; exact baseline and recall in the same run."""
-    gallery, generate_ms = timed(lambda: make_gallery(args.rows, dim, args.seed))
-    queries = make_queries(gallery, args.queries + 1, args.seed)  # image 0: warm-up
-    uri = workdir / f"d{dim}"
-    store = TileStore(str(uri), TABLE, dim)
+def run_index(
+    kind: str, gallery: np.ndarray, queries: np.ndarray, exact: np.ndarray, exact_ms: dict,
+    args: argparse.Namespace, uri: Path,
+) -> dict:  # fmt: skip
+    """Build a table and a `kind` index over `gallery`, then time and score its search sweep."""
+    store = TileStore(str(uri), f"{TABLE}_{kind}", gallery.shape[1])
     upsert_s = build_table(store, gallery, args.batch)
     assert store.count() == args.rows
     table_mb = disk_mb(uri)
-    matrix = torch.from_numpy(gallery)
-    exact, exact_ms = latency(lambda q, m=matrix: exact_topk(m, q, args.k), queries)
-    del gallery, matrix  # index build and ANN search run without the in-memory gallery
-    indexed, index_ms = timed(lambda: store.ensure_index(min_rows=0))
+    indexed, index_ms = timed(lambda: store.ensure_index(min_rows=0, kind=kind))
     assert indexed
-
     sweep = []
-    for nprobes, refine in [DEFAULT_SETTING, *args.sweep]:
+    for nprobes, refine in SWEEPS[kind]:
         found, ms = latency(
             lambda q, p=nprobes, r=refine: ann_topk(store, q, args.k, p, r), queries
         )
@@ -231,9 +232,7 @@ def run_dim(dim: int, args: argparse.Namespace, workdir: Path) -> dict:
         )
     build_s = sum(upsert_s)
     figures = {
-        "dim": dim,
-        "rows": args.rows,
-        "generate_s": generate_ms / 1e3,
+        "kind": kind,
         "table": {
             "build_s": build_s,
             "rows_per_s": args.rows / build_s,
@@ -243,23 +242,34 @@ def run_dim(dim: int, args: argparse.Namespace, workdir: Path) -> dict:
         },
         "index": {
             "build_s": index_ms / 1e3,
-            "type": "IVF_PQ cosine",
             "partitions_requested": max(1, round(math.sqrt(args.rows))),  # as ensure_index does
-            "sub_vectors": _sub_vectors(dim),
+            "sub_vectors": _sub_vectors(gallery.shape[1]) if kind == "ivf_pq" else None,
             "table_with_index_mb": disk_mb(uri),
         },
-        "exact_ms": exact_ms,
         "ann": sweep,
-        "peak_rss_mb_so_far": peak_rss_mb(),
     }
     shutil.rmtree(uri)
     return figures
 
 
-def setting(text: str) -> tuple[int, int | None]:
-    """A search setting from "NPROBES:REFINE" (REFINE 0: no refinement)."""
-    nprobes, refine = (int(v) for v in text.split(":"))
-    return nprobes, refine or None
+def run_dim(dim: int, args: argparse.Namespace, workdir: Path) -> dict:
+    """Exact baseline, then every index kind's build and search sweep, for one vector size."""
+    gallery, generate_ms = timed(lambda: make_gallery(args.rows, dim, args.seed))
+    queries = make_queries(gallery, args.queries + 1, args.seed)  # image 0: warm-up
+    matrix = torch.from_numpy(gallery)
+    exact, exact_ms = latency(lambda q, m=matrix: exact_topk(m, q, args.k), queries)
+    indexes = [
+        run_index(kind, gallery, queries, exact, exact_ms, args, workdir / f"d{dim}_{kind}")
+        for kind in args.indexes
+    ]
+    return {
+        "dim": dim,
+        "rows": args.rows,
+        "generate_s": generate_ms / 1e3,
+        "exact_ms": exact_ms,
+        "indexes": indexes,
+        "peak_rss_mb_so_far": peak_rss_mb(),
+    }
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -267,18 +277,11 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
     parser.add_argument("--rows", type=int, default=GALLERY_TILES)
     parser.add_argument("--dims", type=int, nargs="+", default=[768, 1280])
-    parser.add_argument("--queries", type=int, default=5, help="timed query images per path")
+    parser.add_argument("--queries", type=int, default=3, help="timed query images per path")
     parser.add_argument("--k", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=50_000, help="rows per upsert")
-    parser.add_argument(
-        "--sweep",
-        type=setting,
-        nargs="*",
-        default=[(20, None), (50, 2)],
-        metavar="NPROBES:REFINE",
-        help="search settings besides rsloc's default",
-    )
+    parser.add_argument("--indexes", nargs="+", default=list(SWEEPS), choices=list(SWEEPS))
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="parent of the LanceDB data")
     args = parser.parse_args(argv)
@@ -313,21 +316,24 @@ def main(argv: list[str] | None = None) -> str:
         "peak_rss_mb": peak_rss_mb(),
     }
     write_result("scale", figures, args.results_dir)
-    default = [r["ann"][0] for r in runs]
+    kind = DEFAULT_KIND if DEFAULT_KIND in args.indexes else args.indexes[0]
+    shown = [next(i for i in r["indexes"] if i["kind"] == kind) for r in runs]
+    first = [i["ann"][0] for i in shown]
 
     def each(values: list[float], fmt: str) -> str:
         return ",".join(format(v, fmt) for v in values)
 
-    ratios = ",".join(f"{a['ann_over_exact']:.2f}x" for a in default)
+    nprobes, refine = SWEEPS[kind][0]
+    ratios = ",".join(f"{a['ann_over_exact']:.2f}x" for a in first)
     line = (
-        f"scale: rows={args.rows} dims={each(args.dims, 'd')} k={args.k}"
-        f" nprobes={DEFAULT_SETTING[0]} refine={DEFAULT_SETTING[1]}"
-        f" build_s={each([r['table']['build_s'] for r in runs], '.1f')}"
-        f" index_s={each([r['index']['build_s'] for r in runs], '.1f')}"
-        f" ann_ms={each([a['ms']['mean'] for a in default], '.1f')}"
+        f"scale: rows={args.rows} dims={each(args.dims, 'd')} k={args.k} index={kind}"
+        f" nprobes={nprobes} refine={refine}"
+        f" build_s={each([i['table']['build_s'] for i in shown], '.1f')}"
+        f" index_s={each([i['index']['build_s'] for i in shown], '.1f')}"
+        f" ann_ms={each([a['ms']['mean'] for a in first], '.1f')}"
         f" exact_ms={each([r['exact_ms']['mean'] for r in runs], '.1f')}"
         f" ann_over_exact={ratios}"
-        f" recall@{args.k}={each([a[f'recall@{args.k}'] for a in default], '.3f')}"
+        f" recall@{args.k}={each([a[f'recall@{args.k}'] for a in first], '.3f')}"
     )
     print(line)
     return line

@@ -11,13 +11,14 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from lancedb.index import IvfPq
+from lancedb.index import IvfFlat, IvfPq
 from lancedb.table import Table
 
 log = logging.getLogger(__name__)
 
 VECTOR = "vector"
 MIN_INDEX_ROWS = 256  # PQ trains 2**8 centroids per sub-vector; fewer rows cannot train it
+INDEX_KINDS = ("ivf_flat", "ivf_pq")
 DELETE_CHUNK = 1000
 RESULT_COLUMNS = ["key", "level", "col", "row", "lon", "lat"]
 SEARCH_SCHEMA = pa.schema(
@@ -192,28 +193,30 @@ class TileStore:
         tbl = self._open()
         return tbl is not None and any(VECTOR in ix.columns for ix in tbl.list_indices())
 
-    def ensure_index(self, min_rows: int = 100_000) -> bool:
-        """Build an IVF-PQ cosine index once the table has min_rows rows; return if one exists."""
+    def ensure_index(self, min_rows: int = 100_000, kind: str = "ivf_flat") -> bool:
+        """Build a cosine ANN index once the table has min_rows rows; return if one exists.
+
+        "ivf_flat" (√rows partitions, full vectors) scores probed rows exactly, so it needs no
+        refinement; "ivf_pq" is compact but needs `refine_factor` for a good top-k (at top-2000
+        that re-read is far slower than exact search: see bench/results/REPORT.md)."""
+        if kind not in INDEX_KINDS:
+            raise ValueError(f"unknown index kind {kind!r}; choose from {INDEX_KINDS}")
         if self.has_index():
             return True
         rows = self.count()
         if rows < max(min_rows, MIN_INDEX_ROWS):
             return False
         partitions = max(1, round(math.sqrt(rows)))
-        sub_vectors = _sub_vectors(self.dim)
-        log.info(
-            "indexing %s: %d rows, IVF_PQ cosine, %d partitions, %d sub-vectors",
-            self.table,
-            rows,
-            partitions,
-            sub_vectors,
-        )
-        self._require().create_index(
-            VECTOR,
-            config=IvfPq(
-                distance_type="cosine", num_partitions=partitions, num_sub_vectors=sub_vectors
-            ),
-        )
+        if kind == "ivf_flat":
+            config = IvfFlat(distance_type="cosine", num_partitions=partitions)
+        else:
+            config = IvfPq(
+                distance_type="cosine",
+                num_partitions=partitions,
+                num_sub_vectors=_sub_vectors(self.dim),
+            )
+        log.info("indexing %s: %d rows, %s, %d partitions", self.table, rows, kind, partitions)
+        self._require().create_index(VECTOR, config=config)
         return True
 
     def search(
@@ -221,11 +224,12 @@ class TileStore:
         vectors: np.ndarray,
         k: int,
         nprobes: int = 20,
-        refine_factor: int | None = 10,
+        refine_factor: int | None = None,
     ) -> pa.Table:
         """Top-k tiles by cosine similarity for every query row, in one batched query.
 
-        With an ANN index, refine_factor re-scores refine_factor×k candidates exactly."""
+        With an index, `nprobes` partitions are searched; refine_factor re-scores
+        refine_factor×k candidates exactly (only an "ivf_pq" index needs it)."""
         if k < 0:
             raise ValueError(f"k must be non-negative, got {k}")
         queries = np.asarray(vectors, dtype=np.float32)

@@ -9,7 +9,8 @@ import pytest
 from bench.scale import main
 
 FINAL_LINE = re.compile(
-    r"scale: rows=3000 dims=64 k=50 nprobes=20 refine=10 build_s=\d+\.\d index_s=\d+\.\d "
+    r"scale: rows=3000 dims=64 k=50 index=ivf_flat nprobes=20 refine=None build_s=\d+\.\d "
+    r"index_s=\d+\.\d "
     r"ann_ms=\d+\.\d exact_ms=\d+\.\d ann_over_exact=\d+\.\d\dx recall@50=(\d\.\d{3})"
 )
 
@@ -24,12 +25,15 @@ def test_bench_scale_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     figures = json.loads((tmp_path / "scale.json").read_text())["figures"]
     assert list(tmp_path.iterdir()) == [tmp_path / "scale.json"]  # LanceDB data cleaned up
     (run,) = figures["runs"]
-    assert run["rows"] == 3000 and run["dim"] == 64 and run["index"]["sub_vectors"] == 4
-    assert run["table"]["build_s"] > 0 and run["index"]["table_with_index_mb"] > 0
-    assert len(run["exact_ms"]["runs"]) == 2
-    default, *others = run["ann"]
-    assert (default["nprobes"], default["refine_factor"]) == (20, 10) and len(others) == 2
-    recalls = [a["recall@50"] for a in run["ann"]]
-    assert all(0 <= r <= 1 for r in recalls)
+    assert run["rows"] == 3000 and run["dim"] == 64 and len(run["exact_ms"]["runs"]) == 2
+    flat, pq = run["indexes"]
+    assert (flat["kind"], pq["kind"]) == ("ivf_flat", "ivf_pq") and pq["index"]["sub_vectors"] == 4
+    for index in (flat, pq):
+        assert index["table"]["build_s"] > 0 and index["index"]["table_with_index_mb"] > 0
+        assert len(index["ann"]) == 3
+        assert all(0 <= a["recall@50"] <= 1 for a in index["ann"])
+    default = flat["ann"][0]
+    assert (default["nprobes"], default["refine_factor"]) == (20, None)
     assert float(match.group(1)) == pytest.approx(default["recall@50"], abs=1e-3)
-    assert default["recall@50"] > 0.5  # refined ANN finds most of the exact top-k
+    assert default["recall@50"] > 0.5  # exact scores in the probed partitions find most of top-k
+    assert pq["ann"][0]["refine_factor"] == 10 and pq["ann"][0]["recall@50"] > 0.5

@@ -137,17 +137,20 @@ def test_bad_batches_are_rejected(store: TileStore, gallery: np.ndarray) -> None
     assert store.count() == 0
 
 
-def test_ann_index_keeps_planted_vectors_in_top10(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("kind", "refine"), [("ivf_flat", None), ("ivf_pq", 10)])
+def test_ann_index_keeps_planted_vectors_in_top10(tmp_path: Path, kind: str, refine) -> None:
     rng = np.random.default_rng(3)
     vectors = unit(rng.normal(size=(2000, DIM)))
     store = TileStore(str(tmp_path / "db"), "ann", DIM)
     store.upsert(tiles(vectors))
-    assert store.ensure_index(min_rows=5000) is False
-    assert store.ensure_index(min_rows=1000) is True
+    assert store.ensure_index(min_rows=5000, kind=kind) is False
+    assert store.ensure_index(min_rows=1000, kind=kind) is True
     assert store.has_index()
-    assert store.ensure_index(min_rows=1000) is True
+    assert store.ensure_index(min_rows=1000, kind=kind) is True
+    with pytest.raises(ValueError, match="unknown index kind"):
+        store.ensure_index(kind="hnsw")
     planted = rng.choice(len(vectors), size=20, replace=False)
     queries = unit(vectors[planted] + 0.02 * rng.normal(size=(len(planted), DIM)))
-    hits = store.search(queries, k=10, refine_factor=10)
+    hits = store.search(queries, k=10, refine_factor=refine)
     for q, tile in enumerate(planted):
         assert f"15/{tile}/7" in hits.filter(hits["query"].to_numpy() == q)["key"].to_pylist()

@@ -74,7 +74,7 @@ def tile_embeddings(
     plan, report = refresh.plan, refresh.report
     for key in report.corrupt:
         context.log.warning("corrupt tile %s skipped", key)
-    indexed = store.ensure_index(rsloc.index_min_rows)
+    indexed = store.ensure_index(rsloc.index_min_rows, rsloc.index_kind)
     pipeline.write_json(layout.embedding_state, {"corrupt": refresh.corrupt})
     check = _check_embeddings(store, manifest.num_rows - len(refresh.corrupt), encoder.dim)
     return dg.MaterializeResult(

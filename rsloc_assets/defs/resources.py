@@ -39,6 +39,7 @@ class RslocResource(dg.ConfigurableResource):
     verify_workers: int = 2
     verify_recheck: bool = True
     index_min_rows: int = 100_000
+    index_kind: str = "ivf_flat"
 
     def layout(self) -> Layout:
         return Layout(
