@@ -31,8 +31,9 @@ def load_results(folder: Path) -> dict[str, dict]:
 
 def provenance(record: dict) -> str:
     m = record["machine"]
+    commit = record["commit"][:12] + ("+dirty" if record["commit"].endswith("+dirty") else "")
     return (
-        f"*{record['date_utc'][:10]}, commit `{record['commit'][:12]}`, {m['cpu']} "
+        f"*{record['date_utc'][:10]}, commit `{commit}`, {m['cpu']} "
         f"({m['cores']} cores, {m['memory_gib']} GiB)*"
     )
 

@@ -44,7 +44,7 @@ import torch
 from bench.clique import GALLERY_CENTRE, GALLERY_COLS, GALLERY_ROWS, ZOOM, timed
 from bench.common import write_result
 from rsloc_assets.grids import GeoGrid
-from rsloc_assets.store import TileStore, _sub_vectors, tile_schema, vector_array
+from rsloc_assets.store import TileStore, pq_sub_vectors, tile_schema, vector_array
 
 GALLERY_TILES = 824_796
 PATCHES = 100  # query patches per query image, as in the paper
@@ -243,7 +243,7 @@ def run_index(
         "index": {
             "build_s": index_ms / 1e3,
             "partitions_requested": max(1, round(math.sqrt(args.rows))),  # as ensure_index does
-            "sub_vectors": _sub_vectors(gallery.shape[1]) if kind == "ivf_pq" else None,
+            "sub_vectors": pq_sub_vectors(gallery.shape[1]) if kind == "ivf_pq" else None,
             "table_with_index_mb": disk_mb(uri),
         },
         "ann": sweep,

@@ -70,7 +70,7 @@ def vector_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), matrix.shape[1])
 
 
-def _sub_vectors(dim: int) -> int:
+def pq_sub_vectors(dim: int) -> int:
     """Largest divisor of dim that is at most dim/16, so each PQ sub-vector spans ≥ 16 dims."""
     target = max(1, dim // 16)
     return max(d for d in range(1, target + 1) if dim % d == 0)
@@ -213,7 +213,7 @@ class TileStore:
             config = IvfPq(
                 distance_type="cosine",
                 num_partitions=partitions,
-                num_sub_vectors=_sub_vectors(self.dim),
+                num_sub_vectors=pq_sub_vectors(self.dim),
             )
         log.info("indexing %s: %d rows, %s, %d partitions", self.table, rows, kind, partitions)
         self._require().create_index(VECTOR, config=config)
