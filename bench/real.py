@@ -36,6 +36,7 @@ from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.evaluation import QueryScore, read_truth, summarise
 from rsloc_assets.geodesy import distance_m
 from rsloc_assets.layout import Layout
+from rsloc_assets.world import crop_geotransform, rotated_crop, write_geotiff
 
 gdal.UseExceptions()
 log = logging.getLogger(__name__)
@@ -78,25 +79,15 @@ def rsloc_crops(
         stem = tiff.stem.split("_")[0]
         for i in range(per_image):
             qw, qh = (int(v) for v in rng.integers(side_px[0], side_px[1] + 1, size=2))
-            rot = math.radians(rng.uniform(-max_rotation_deg, max_rotation_deg))
-            c, s = math.cos(rot), math.sin(rot)
-            ex, ey = (qw * abs(c) + qh * abs(s)) / 2, (qw * abs(s) + qh * abs(c)) / 2
+            rot = rng.uniform(-max_rotation_deg, max_rotation_deg)
+            c, s = abs(math.cos(math.radians(rot))), abs(math.sin(math.radians(rot)))
+            ex, ey = (qw * c + qh * s) / 2, (qw * s + qh * c) / 2
             if 2 * ex + 4 > w or 2 * ey + 4 > h:
                 raise ValueError(f"{tiff}: {w}×{h} px cannot hold a {qw}×{qh} px rotated crop")
-            cx, cy = rng.uniform(ex + 2, w - ex - 2), rng.uniform(ey + 2, h - ey - 2)
-            # Query pixel (u, v) -> source pixel a·(u, v) + t, GDAL corner convention.
-            a = np.array([[c, s], [-s, c]])
-            t = np.array([cx, cy]) - a @ np.array([qw / 2, qh / 2])
-            warp = np.hstack([a, (t + a @ np.array([0.5, 0.5]) - 0.5)[:, None]])
-            crop = cv2.warpAffine(
-                image, warp, (qw, qh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-            )
-            qgt = (
-                gt[0] + gt[1] * t[0], gt[1] * a[0, 0], gt[1] * a[0, 1],
-                gt[3] + gt[5] * t[1], gt[5] * a[1, 0], gt[5] * a[1, 1],
-            )  # fmt: skip
+            centre = (rng.uniform(ex + 2, w - ex - 2), rng.uniform(ey + 2, h - ey - 2))
+            crop, pose = rotated_crop(image, centre, (qw, qh), rot)
             path = out_dir / f"{stem}_c{i}.tif"
-            _write_rgb(path, photometric(crop, rng), qgt, wkt)
+            write_geotiff(path, photometric(crop, rng), crop_geotransform(gt, pose), wkt)
             paths.append(path)
     return paths
 
@@ -139,17 +130,6 @@ def naip_crops(
             gdal.Translate(str(path), ds, srcWin=[x, y, qw, qh], creationOptions=options)
             paths.append(path)
     return paths
-
-
-def _write_rgb(path: Path, rgb: np.ndarray, gt: tuple[float, ...], wkt: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = rgb.shape[:2]
-    options = ["TILED=YES", "COMPRESS=DEFLATE", "PHOTOMETRIC=RGB"]
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), w, h, 3, gdal.GDT_Byte, options=options)
-    ds.SetGeoTransform([float(v) for v in gt])
-    ds.SetProjection(wkt)
-    ds.WriteArray(np.moveaxis(rgb, -1, 0))
-    ds = None
 
 
 def datasets(shared: Path, per_image: int, per_date: int) -> dict[str, Dataset]:

@@ -13,6 +13,7 @@ import math
 import os
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -925,7 +926,7 @@ class QueryTruth:
 
 def write_world(spec: WorldSpec, path: Path, season: str = "summer") -> Path:
     """Write the world on `season` as a tiled, DEFLATE-compressed RGB GeoTIFF in its UTM CRS."""
-    return _write_geotiff(Path(path), render(spec, season), spec.geotransform, spec.epsg)
+    return write_geotiff(Path(path), render(spec, season), spec.geotransform, spec.epsg)
 
 
 def write_queries(
@@ -969,25 +970,12 @@ def write_queries(
                 f"queries of {size_m} m do not fit in a {spec.width_m}×{spec.height_m} m world"
             )
         cx, cy = pose_rng.uniform(ex + 2, w - ex - 2), pose_rng.uniform(ey + 2, h - ey - 2)
-        # Query pixel (u, v) -> world pixel: a·(u, v) + t, both in GDAL's corner convention.
-        a = scale * np.array([[c, s], [-s, c]])
-        t = np.array([cx, cy]) - a @ np.array([qw / 2, qh / 2])
-        warp = np.hstack([a, (t + a @ np.array([0.5, 0.5]) - 0.5)[:, None]])
-        q = cv2.warpAffine(
-            img,
-            warp,
-            (qw, qh),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_REFLECT,
-        )
+        q, pose = rotated_crop(img, (cx, cy), (qw, qh), rot, scale, cv2.BORDER_REFLECT)
         cloud = float(look_rng.uniform(*cloud_cover))
         q = _degrade(q, look_rng, g * scale, noise_sigma, cloud)
-        gt = (
-            gt_w[0] + g * t[0], g * a[0, 0], g * a[0, 1],
-            gt_w[3] - g * t[1], -g * a[1, 0], -g * a[1, 1],
-        )  # fmt: skip
+        gt = crop_geotransform(gt_w, pose)
         name = f"q{i:03d}"
-        path = _write_geotiff(out_dir / f"{name}.tif", q, gt, spec.epsg)
+        path = write_geotiff(out_dir / f"{name}.tif", q, gt, spec.epsg)
         u = np.array([0.0, qw, qw, 0.0, qw / 2])
         v = np.array([0.0, 0.0, qh, qh, qh / 2])
         lon, lat = to_lonlat.transform(gt[0] + u * gt[1] + v * gt[2], gt[3] + u * gt[4] + v * gt[5])
@@ -1015,6 +1003,34 @@ def write_queries(
     os.replace(tmp, out_dir / "truth.json")
     log.info("wrote %d %s queries of %s m to %s", n, season, size_m, out_dir)
     return truths
+
+
+def rotated_crop(
+    image: np.ndarray,
+    centre_px: tuple[float, float],
+    size_px: tuple[int, int],
+    rotation_deg: float,
+    scale: float = 1.0,
+    border: int = cv2.BORDER_CONSTANT,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A (w, h) crop centred on a source pixel, rotated counter-clockwise and scaled, and the 2×3
+    affine taking its pixel corners (u, v) to the source's (GDAL's corner convention)."""
+    c, s = math.cos(math.radians(rotation_deg)), math.sin(math.radians(rotation_deg))
+    a = scale * np.array([[c, s], [-s, c]])
+    t = np.asarray(centre_px, dtype=np.float64) - a @ (np.asarray(size_px) / 2)
+    warp = np.hstack([a, (t + a @ np.array([0.5, 0.5]) - 0.5)[:, None]])  # pixel centres
+    crop = cv2.warpAffine(
+        image, warp, size_px, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=border
+    )
+    return crop, np.hstack([a, t[:, None]])
+
+
+def crop_geotransform(gt: Sequence[float], pose: np.ndarray) -> tuple[float, ...]:
+    """Geotransform of a crop whose pixel corners map to the source's by the 2×3 `pose`."""
+    src = np.array([[gt[1], gt[2]], [gt[4], gt[5]]])
+    lin = src @ pose[:, :2]
+    origin = np.array([gt[0], gt[3]]) + src @ pose[:, 2]
+    return tuple(float(v) for v in (origin[0], *lin[0], origin[1], *lin[1]))
 
 
 def read_query_truths(out_dir: Path) -> list[QueryTruth]:
@@ -1054,8 +1070,10 @@ def _degrade(
     return out.astype(np.uint8)
 
 
-def _write_geotiff(path: Path, rgb: np.ndarray, geotransform: tuple[float, ...], epsg: int) -> Path:
-    """Write an RGB uint8 array as a tiled DEFLATE GeoTIFF, atomically through a rename."""
+def write_geotiff(
+    path: Path, rgb: np.ndarray, geotransform: Sequence[float], crs: int | str
+) -> Path:
+    """Write an RGB uint8 array as a tiled DEFLATE GeoTIFF (crs: EPSG code or WKT), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     h, w = rgb.shape[:2]
@@ -1069,7 +1087,10 @@ def _write_geotiff(path: Path, rgb: np.ndarray, geotransform: tuple[float, ...],
     ds = gdal.GetDriverByName("GTiff").Create(str(tmp), w, h, 3, gdal.GDT_Byte, options=options)
     ds.SetGeoTransform([float(v) for v in geotransform])
     srs = osr.SpatialReference()
-    srs.ImportFromEPSG(epsg)
+    if isinstance(crs, int):
+        srs.ImportFromEPSG(crs)
+    else:
+        srs.ImportFromWkt(crs)
     ds.SetProjection(srs.ExportToWkt())
     ds.WriteArray(np.moveaxis(rgb, -1, 0))
     ds.FlushCache()
