@@ -13,7 +13,6 @@ baseline is the share of gallery tiles within one tile of a query's true centre.
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import statistics
 import tempfile
@@ -39,12 +38,12 @@ from rsloc_assets.layout import Layout
 from rsloc_assets.world import crop_geotransform, rotated_crop, write_geotiff
 
 gdal.UseExceptions()
-log = logging.getLogger(__name__)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 QUERY_ASSETS = ["query_patches", "candidates", "cliques", "localization", "verified_localization"]
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 NAIP_GALLERY_DATE = "20200831"
+DATASETS = ("rsloc", "naip")
 
 
 @dataclass(frozen=True)
@@ -261,7 +260,7 @@ def summary_line(figures: dict) -> str:
 def main(argv: list[str] | None = None) -> list[str]:
     """Run the chosen datasets (each skips with one line when its data is absent)."""
     parser = argparse.ArgumentParser(prog="python -m bench.real", description=__doc__)
-    parser.add_argument("--datasets", nargs="+", default=["rsloc", "naip"])
+    parser.add_argument("--datasets", nargs="+", default=["rsloc", "naip"], choices=DATASETS)
     parser.add_argument("--shared", type=Path, default=SHARED_DATA, help="the shared data folder")
     parser.add_argument("--per-image", type=int, default=2, help="crops per RSLoc TIFF")
     parser.add_argument("--per-date", type=int, default=3, help="crops per NAIP query date")
@@ -269,11 +268,9 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--workdir", type=Path, default=None, help="kept when given")
     parser.add_argument("--results-dir", type=Path, default=None)
     args = parser.parse_args(argv)
+    setups = datasets(args.shared, args.per_image, args.per_date)
     lines = []
     for name in args.datasets:
-        setups = datasets(args.shared, args.per_image, args.per_date)
-        if name not in setups:
-            parser.error(f"unknown dataset {name!r}; choose from {sorted(setups)}")
         if not setups[name].inputs:
             lines.append(f"real-{name}: skipped, no imagery under {args.shared / name}")
             print(lines[-1])
