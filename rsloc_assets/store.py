@@ -190,11 +190,23 @@ class TileStore:
 
     def has_index(self) -> bool:
         """Whether an ANN index covers the vector column."""
+        return self._index_name() is not None
+
+    def _index_name(self) -> str | None:
         tbl = self._open()
-        return tbl is not None and any(VECTOR in ix.columns for ix in tbl.list_indices())
+        if tbl is None:
+            return None
+        return next((ix.name for ix in tbl.list_indices() if VECTOR in ix.columns), None)
+
+    def unindexed_rows(self) -> int:
+        """Rows written since the ANN index was built (searched exhaustively until folded in)."""
+        name = self._index_name()
+        stats = self._require().index_stats(name) if name else None
+        return 0 if stats is None else stats.num_unindexed_rows
 
     def ensure_index(self, min_rows: int = 100_000, kind: str = "ivf_flat") -> bool:
-        """Build a cosine ANN index once the table has min_rows rows; return if one exists.
+        """Build a cosine ANN index once the table has min_rows rows, or fold rows added since
+        into the existing one; return whether one exists.
 
         "ivf_flat" (√rows partitions, full vectors) scores probed rows exactly, so it needs no
         refinement; "ivf_pq" is compact but needs `refine_factor` for a good top-k (at top-2000
@@ -202,6 +214,8 @@ class TileStore:
         if kind not in INDEX_KINDS:
             raise ValueError(f"unknown index kind {kind!r}; choose from {INDEX_KINDS}")
         if self.has_index():
+            if self.unindexed_rows():
+                self._require().optimize()  # folds rows added since into the index
             return True
         rows = self.count()
         if rows < max(min_rows, MIN_INDEX_ROWS):

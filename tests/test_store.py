@@ -149,6 +149,11 @@ def test_ann_index_keeps_planted_vectors_in_top10(tmp_path: Path, kind: str, ref
     assert store.ensure_index(min_rows=1000, kind=kind) is True
     with pytest.raises(ValueError, match="unknown index kind"):
         store.ensure_index(kind="hnsw")
+    assert store.unindexed_rows() == 0
+    store.upsert(tiles(vectors[:300], time="2025"))  # a refresh rewrites 300 tiles
+    assert store.unindexed_rows() == 300
+    assert store.ensure_index(min_rows=1000, kind=kind) is True
+    assert store.unindexed_rows() == 0 and store.count() == len(vectors)
     planted = rng.choice(len(vectors), size=20, replace=False)
     queries = unit(vectors[planted] + 0.02 * rng.normal(size=(len(planted), DIM)))
     hits = store.search(queries, k=10, refine_factor=refine)
