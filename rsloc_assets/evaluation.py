@@ -241,23 +241,39 @@ STAGE_TIMES = ("patches", "candidates", "cliques", "verify")
 
 @dataclass
 class Summary:
-    """All queries together; `recall` maps 'stage@r' to the share of evaluated queries whose
-    estimate of that stage lies within r metres (Recall@1<r)."""
+    """All queries together; `stages` holds one `stage_metrics` row per stage estimate, and the
+    per-stage medians and Recall@1<r below are read from it."""
 
     queries: int
     evaluated: int
     within_1_tile: int
     within_3_tiles: int
     acc: int
-    median_error_m: float | None
     median_corner_error_m: float | None
-    median_retrieval_error_m: float | None
-    median_cliques_error_m: float | None
     mean_recall_at_k: float | None
-    recall: dict[str, float]
     funnel: dict[str, int]
     mean_seconds: dict[str, float]
     stages: list[dict]
+
+    def _stage(self, stage: str) -> dict:
+        return next(row for row in self.stages if row["stage"] == stage)
+
+    @property
+    def median_error_m(self) -> float | None:
+        return self._stage("verified")["median_error_m"]
+
+    @property
+    def median_retrieval_error_m(self) -> float | None:
+        return self._stage("retrieval")["median_error_m"]
+
+    @property
+    def median_cliques_error_m(self) -> float | None:
+        return self._stage("cliques")["median_error_m"]
+
+    @property
+    def recall(self) -> dict[str, float]:
+        """'stage@r' → share of evaluated queries whose estimate of that stage is within r m."""
+        return {f"{row['stage']}@{r}": row[f"R@1<{r}m"] for row in self.stages for r in RADII_M}
 
 
 def _median(values: Sequence[float | None]) -> float | None:
@@ -310,21 +326,14 @@ def summarise(scores: Sequence[QueryScore], total: int) -> Summary:
     """Counts, medians, Recall@1<r per stage, the stage funnel and mean stage times."""
     n = len(scores)
     recalls = [s.recall_at_k for s in scores if s.recall_at_k is not None]
-    stages = stage_metrics(scores)
-    recall = {f"{row['stage']}@{r}": row[f"R@1<{r}m"] for row in stages for r in RADII_M}
-    medians = {row["stage"]: row["median_error_m"] for row in stages}
     return Summary(
         queries=total,
         evaluated=n,
         within_1_tile=sum(s.within_1_tile for s in scores),
         within_3_tiles=sum(s.within_3_tiles for s in scores),
         acc=sum(s.acc for s in scores),
-        median_error_m=medians["verified"],
         median_corner_error_m=_median([s.corner_error_m for s in scores]),
-        median_retrieval_error_m=medians["retrieval"],
-        median_cliques_error_m=medians["cliques"],
         mean_recall_at_k=statistics.fmean(recalls) if recalls else None,
-        recall=recall,
         funnel={
             "patches": sum(s.patches for s in scores),
             "retrieval": sum(s.funnel_retrieval for s in scores),
@@ -335,7 +344,7 @@ def summarise(scores: Sequence[QueryScore], total: int) -> Summary:
             k: (statistics.fmean(getattr(s, f"seconds_{k}") for s in scores) if n else 0.0)
             for k in STAGE_TIMES
         },
-        stages=stages,
+        stages=stage_metrics(scores),
     )
 
 
