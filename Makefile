@@ -29,7 +29,7 @@ $(STAMPS)/gdal-lib:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libgdal-dev gdal-bin >/dev/null; }
 	@touch $@
 
-$(STAMPS)/install: pyproject.toml setup.py native/build_cffi.py $(wildcard native/*.c native/*.h) | $(PY)
+$(STAMPS)/install: pyproject.toml setup.py native/build_cffi.py native/sources.txt $(wildcard native/*.c native/*.h) | $(PY)
 	@mkdir -p $(STAMPS)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev]'

@@ -1,4 +1,5 @@
-"""Helpers every benchmark shares: the machine it ran on, the commit, and its JSON result file."""
+"""Helpers the benchmarks share: the paper's gallery and query figures, the gallery's tile block,
+a wall-clock timer, and each result file with the machine it ran on and the commit."""
 
 from __future__ import annotations
 
@@ -6,11 +7,69 @@ import json
 import os
 import platform
 import subprocess
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from rsloc_assets.grids import GeoGrid
+from rsloc_assets.layout import write_atomic
+
+# The paper's gallery is 824,796 z15 tiles of France. The benchmarks lay it out as a block of
+# RSLoc's geographic ("ge") grid of exactly that many tiles, 1091 × 756 (≈ 920 × 923 km), centred
+# on the tile at 2.5°E 46.5°N; tiles are numbered row-major in the block.
+ZOOM = 15  # the paper's gallery level
+GALLERY_CENTRE = (2.5, 46.5)  # lon, lat of the block's centre tile (mid-France)
+GALLERY_COLS, GALLERY_ROWS = 1091, 756  # 1091 × 756 = 824,796
+GALLERY_TILES = GALLERY_COLS * GALLERY_ROWS  # 824,796 tiles, the size of the paper's z15 gallery
+# The paper's queries: 100 patches per query image, each searched for its top 2,000 tiles.
+PATCHES_PER_QUERY = 100
+CANDIDATES_PER_PATCH = 2000
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RESULTS_ENV = "RSLOC_BENCH_RESULTS"
+
+T = TypeVar("T")
+
+
+def gallery_origin() -> tuple[int, int]:
+    """Column and row of the gallery block's top-left tile."""
+    centre = GeoGrid().tile_at(*GALLERY_CENTRE, ZOOM)
+    return centre.col - GALLERY_COLS // 2, centre.row - GALLERY_ROWS // 2
+
+
+def gallery_index(col: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """Row-major index in the gallery block of the tiles at (col, row)."""
+    col0, row0 = gallery_origin()
+    return (row - row0) * GALLERY_COLS + (col - col0)
+
+
+def gallery_tile(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column and row of the tiles at row-major `index` in the gallery block."""
+    col0, row0 = gallery_origin()
+    return col0 + index % GALLERY_COLS, row0 + index // GALLERY_COLS
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    """`fn`'s result and its wall time in milliseconds (time.perf_counter)."""
+    start = time.perf_counter()
+    result = fn()
+    return result, (time.perf_counter() - start) * 1e3
+
+
+def timed_rounds(fns: Sequence[Callable[[], Any]], repeats: int) -> list[tuple[Any, list[float]]]:
+    """Run each of `fns` in turn, `repeats` rounds (interleaved, so machine noise hits them
+    alike); per fn, its last result and its wall times in milliseconds."""
+    results: list[Any] = [None] * len(fns)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            results[k], ms = timed(fn)
+            times[k].append(ms)
+    return list(zip(results, times, strict=True))
 
 
 def machine_info() -> dict:
@@ -53,9 +112,7 @@ def results_dir(override: Path | None = None) -> Path:
 
 def write_result(name: str, figures: dict, out_dir: Path | None = None) -> Path:
     """Write `<out_dir>/<name>.json` with the machine, UTC date, commit and `figures`."""
-    out = results_dir(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.json"
+    path = results_dir(out_dir) / f"{name}.json"
     record = {
         "name": name,
         "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -63,7 +120,6 @@ def write_result(name: str, figures: dict, out_dir: Path | None = None) -> Path:
         "machine": machine_info(),
         "figures": figures,
     }
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    text = json.dumps(record, indent=2, sort_keys=False) + "\n"
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return path

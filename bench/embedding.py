@@ -14,20 +14,19 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.common import write_result
-from rsloc_assets.builder import build_gallery
-from rsloc_assets.encoders import Encoder, embed_stream, load_encoder
-from rsloc_assets.gallery import Gallery
-from rsloc_assets.world import WorldSpec, write_world
+from bench.common import GALLERY_TILES, timed, write_result
+from rsloc_assets.gallery.builder import build_gallery
+from rsloc_assets.gallery.reader import Gallery
+from rsloc_assets.retrieval.encoders import Encoder, embed_stream, load_encoder
+from rsloc_assets.synthetic.landscape import WorldSpec
+from rsloc_assets.synthetic.queries import write_world
 
-GALLERY_TILES = 824_796
 DECODE_WORKERS = max(2, min(8, os.cpu_count() or 2))
 VIT_L14 = {  # CLIP ViT-L/14 image tower at 224 px, 768-d projection
     "hidden_size": 1024,
@@ -54,27 +53,34 @@ def measure(gallery_path: Path, encoder: Encoder, batch: int, limit: int) -> dic
         refs = list(islice((ref for _ in range(limit) for ref in tiles), limit))
         encoder.embed(np.zeros((batch, 64, 64, 3), np.uint8))  # warm-up
         _synchronize(encoder)
-        start = time.perf_counter()
-        done = sum(
-            len(items)
-            for items, _ in embed_stream(
-                encoder,
-                gallery.mosaics(refs),
-                load=lambda item: item[1],
-                batch_size=batch,
-                workers=DECODE_WORKERS,
+
+        def pipeline() -> int:
+            done = sum(
+                len(items)
+                for items, _ in embed_stream(
+                    encoder,
+                    gallery.mosaics(refs),
+                    load=lambda item: item[1],
+                    batch_size=batch,
+                    workers=DECODE_WORKERS,
+                )
             )
-        )
-        _synchronize(encoder)
-        pipeline_s = time.perf_counter() - start
+            _synchronize(encoder)
+            return done
+
+        done, pipeline_ms = timed(pipeline)
         images = np.stack([m for _, m in gallery.mosaics(refs[: 2 * batch]) if m is not None])
-    start = time.perf_counter()
-    model_images = 0
-    while model_images < len(refs):
-        encoder.embed(images[:batch])
-        model_images += batch
-    _synchronize(encoder)
-    model_s = time.perf_counter() - start
+
+    def model() -> int:
+        model_images = 0
+        while model_images < len(refs):
+            encoder.embed(images[:batch])
+            model_images += batch
+        _synchronize(encoder)
+        return model_images
+
+    model_images, model_ms = timed(model)
+    pipeline_s, model_s = pipeline_ms / 1e3, model_ms / 1e3
     return {
         "batch": batch,
         "images": done,

@@ -10,15 +10,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import write_result
-from rsloc_assets.builder import build_gallery
-from rsloc_assets.gallery import Gallery, MosaicStats, TileRef, decode_tile
-from rsloc_assets.world import WorldSpec, write_world
+from bench.common import timed_rounds, write_result
+from rsloc_assets.gallery.builder import build_gallery
+from rsloc_assets.gallery.reader import Gallery, MosaicStats, TileRef, decode_tile
+from rsloc_assets.synthetic.landscape import WorldSpec
+from rsloc_assets.synthetic.queries import write_world
 
 TILE = 256
 
@@ -44,15 +44,18 @@ def run(gallery_path: Path, repeats: int) -> dict:
     """Time both ways over every tile of the gallery's finest level, alternating, best of N."""
     with Gallery.open(gallery_path) as gallery:
         refs = gallery.tiles(max(gallery.levels()))
-        ours, naive = [], []
-        for _ in range(repeats):
+
+        def decode_once() -> tuple[int, MosaicStats]:
             stats = MosaicStats()
-            start = time.perf_counter()
-            count = sum(1 for _ in gallery.mosaics(refs, stats=stats))
-            ours.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            naive_decodes = sum(naive_mosaic(gallery, ref)[1] for ref in refs)
-            naive.append(time.perf_counter() - start)
+            return sum(1 for _ in gallery.mosaics(refs, stats=stats)), stats
+
+        def decode_nine_times() -> int:
+            return sum(naive_mosaic(gallery, ref)[1] for ref in refs)
+
+        ((count, stats), ours_ms), (naive_decodes, naive_ms) = timed_rounds(
+            [decode_once, decode_nine_times], repeats
+        )
+    ours, naive = [ms / 1e3 for ms in ours_ms], [ms / 1e3 for ms in naive_ms]
     return {
         "tiles": len(refs),
         "mosaics": count,

@@ -16,7 +16,6 @@ import argparse
 import math
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,15 +26,16 @@ import numpy as np
 import pyarrow.parquet as pq
 from osgeo import gdal
 
-from bench.common import write_result
-from rsloc_assets.builder import build_gallery
+from bench.common import timed, write_result
 from rsloc_assets.defs import defs
-from rsloc_assets.defs.assets import queries_partitions
+from rsloc_assets.defs.partitions import queries_partitions
 from rsloc_assets.defs.resources import RslocResource
-from rsloc_assets.evaluation import QueryScore, read_truth, summarise
+from rsloc_assets.evaluation.metrics import QueryScore, summarise
+from rsloc_assets.evaluation.truth import read_truth
+from rsloc_assets.gallery.builder import build_gallery
 from rsloc_assets.geodesy import distance_m
 from rsloc_assets.layout import Layout
-from rsloc_assets.world import crop_geotransform, rotated_crop, write_geotiff
+from rsloc_assets.raster import crop_geotransform, rotated_crop, write_geotiff
 
 gdal.UseExceptions()
 
@@ -185,31 +185,32 @@ def run_dataset(ds: Dataset, root: Path, seed: int) -> dict:
     if not ds.inputs:
         raise FileNotFoundError(f"{ds.name}: no input rasters found")
     layout = Layout(root, gallery_path=root / ds.gallery_file)
-    start = time.perf_counter()
-    report = build_gallery(ds.inputs, layout.gallery, grid=ds.grid, zoom=ds.zoom, time=ds.time)
-    build_s = time.perf_counter() - start
+    report, build_ms = timed(
+        lambda: build_gallery(ds.inputs, layout.gallery, grid=ds.grid, zoom=ds.zoom, time=ds.time)
+    )
     queries = ds.make_queries(layout.queries, np.random.default_rng(seed))
     rsloc = RslocResource(data_dir=str(root), gallery=str(layout.gallery))
     instance = dg.DagsterInstance.ephemeral()
     assets = list(defs.assets)
 
     def materialize(selection: list[str], partition: str | None = None) -> float:
-        began = time.perf_counter()
-        dg.materialize(
-            assets,
-            selection=selection,
-            partition_key=partition,
-            resources={"rsloc": rsloc},
-            instance=instance,
-            run_config=QUIET,
+        _, ms = timed(
+            lambda: dg.materialize(
+                assets,
+                selection=selection,
+                partition_key=partition,
+                resources={"rsloc": rsloc},
+                instance=instance,
+                run_config=QUIET,
+            )
         )
-        return time.perf_counter() - began
+        return ms / 1e3
 
     embed_s = materialize(["gallery_tiles", "tile_embeddings"])
     instance.add_dynamic_partitions(queries_partitions.name, layout.query_names())
     walls = [materialize(QUERY_ASSETS, name) for name in layout.query_names()]
     materialize(["evaluation"])
-    rows = pq.read_table(layout.reports / "evaluation.parquet").to_pylist()
+    rows = pq.read_table(layout.report.table).to_pylist()
     scores = [QueryScore(**row) for row in rows]
     summary = summarise(scores, len(queries))
     stage_s = summary.mean_seconds
@@ -222,7 +223,7 @@ def run_dataset(ds: Dataset, root: Path, seed: int) -> dict:
             "grid": ds.grid,
             "zoom": ds.zoom,
             "tiles": report.written,
-            "build_s": build_s,
+            "build_s": build_ms / 1e3,
             "embed_s": embed_s,
         },
         "queries": len(queries),

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from bench.common import results_dir
-from rsloc_assets.evaluation import md_table
+from rsloc_assets.evaluation.report import md_table
 
 STAGE_LABELS = {
     "retrieval": "retrieval only",
@@ -36,6 +36,13 @@ def provenance(record: dict) -> str:
         f"*{record['date_utc'][:10]}, commit `{commit}`, {m['cpu']} "
         f"({m['cores']} cores, {m['memory_gib']} GiB)*"
     )
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    """Write `fig` to `path` as a PNG and release it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _missing(title: str, why: str) -> list[str]:
@@ -112,9 +119,7 @@ def _plot_errors(present: dict[str, dict], path: Path) -> None:
         ax.set_title(DATASETS[name])
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _plot_seconds(present: dict[str, dict], path: Path) -> None:
@@ -129,9 +134,7 @@ def _plot_seconds(present: dict[str, dict], path: Path) -> None:
     ax.set_yticks(range(len(present)), [DATASETS[n] for n in present])
     ax.set_xlabel("mean seconds per query image")
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def scale_section(results: dict[str, dict], out: Path) -> list[str]:
@@ -196,9 +199,7 @@ def scale_section(results: dict[str, dict], out: Path) -> list[str]:
     ax.set_ylabel(f"recall@{k} against exact")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "scale.png", dpi=110)
-    plt.close(fig)
+    _save(fig, out / "scale.png")
     return lines
 
 
@@ -243,9 +244,7 @@ def clique_section(results: dict[str, dict], out: Path) -> list[str]:
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "clique_budget.png", dpi=110)
-    plt.close(fig)
+    _save(fig, out / "clique_budget.png")
     return lines
 
 
@@ -310,9 +309,7 @@ def embedding_section(results: dict[str, dict], out: Path) -> list[str]:
         ax.set_xscale("log")
         ax.set_xlabel("images per second")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "embedding.png", dpi=110)
-        plt.close(fig)
+        _save(fig, out / "embedding.png")
         lines += ["![embedding throughput](embedding.png)", ""]
     return lines
 

@@ -41,13 +41,21 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from bench.clique import GALLERY_CENTRE, GALLERY_COLS, GALLERY_ROWS, ZOOM, timed
-from bench.common import write_result
+from bench.common import (
+    CANDIDATES_PER_PATCH,
+    GALLERY_COLS,
+    GALLERY_TILES,
+    PATCHES_PER_QUERY,
+    ZOOM,
+    gallery_index,
+    gallery_tile,
+    timed,
+    write_result,
+)
 from rsloc_assets.grids import GeoGrid
-from rsloc_assets.store import TileStore, pq_sub_vectors, tile_schema, vector_array
+from rsloc_assets.records import tile_schema
+from rsloc_assets.retrieval.store import TileStore, pq_sub_vectors, vector_array
 
-GALLERY_TILES = 824_796
-PATCHES = 100  # query patches per query image, as in the paper
 TILES_PER_CLUSTER = 200
 WEIGHTS = {"mean": 0.15, "group": 0.2, "cluster": 0.25, "tile": 0.4}  # variance shares, sum 1
 QUERY_NOISE = 0.3  # variance share of noise in a query patch: cosine √0.7 ≈ 0.84 to its tile
@@ -97,28 +105,20 @@ def make_gallery(rows: int, dim: int, seed: int) -> np.ndarray:
 
 
 def make_queries(gallery: np.ndarray, images: int, seed: int) -> np.ndarray:
-    """images × PATCHES × dim unit query vectors, each a noisy copy of a random gallery tile."""
+    """images × PATCHES_PER_QUERY × dim unit query vectors, each a noisy copy of a random tile."""
     dim = gallery.shape[1]
     rng = np.random.default_rng([seed, dim, 1])
-    source = gallery[rng.integers(0, len(gallery), images * PATCHES)]
+    source = gallery[rng.integers(0, len(gallery), images * PATCHES_PER_QUERY)]
     noise = rng.standard_normal(source.shape, dtype=np.float32) * math.sqrt(QUERY_NOISE / dim)
     queries = math.sqrt(1 - QUERY_NOISE) * source + noise
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    return queries.reshape(images, PATCHES, dim)
-
-
-def gallery_origin() -> tuple[int, int]:
-    """Column and row of the gallery block's top-left tile."""
-    grid = GeoGrid()
-    centre = grid.tile_at(*GALLERY_CENTRE, ZOOM)
-    return centre.col - GALLERY_COLS // 2, centre.row - GALLERY_ROWS // 2
+    return queries.reshape(images, PATCHES_PER_QUERY, dim)
 
 
 def tile_batch(start: int, vectors: np.ndarray) -> pa.Table:
     """Tile rows start… (row-major in the gallery block) with their vectors, in the tile schema."""
-    col0, row0 = gallery_origin()
     index = np.arange(start, start + len(vectors))
-    cols, rows = col0 + index % GALLERY_COLS, row0 + index // GALLERY_COLS
+    cols, rows = gallery_tile(index)
     lon, lat = GeoGrid().centres(ZOOM, cols, rows)
     half = GeoGrid.size_deg(ZOOM) / 2
     columns = {
@@ -157,10 +157,9 @@ def ann_topk(
 ) -> np.ndarray:
     """Gallery row indices of each query's top-k through TileStore.search; -1 where fewer."""
     hits = store.search(queries, k, nprobes=nprobes, refine_factor=refine)
-    col0, row0 = gallery_origin()
-    index = (hits["row"].to_numpy() - row0) * GALLERY_COLS + hits["col"].to_numpy() - col0
+    index = gallery_index(hits["col"].to_numpy(), hits["row"].to_numpy())
     found = np.full((len(queries), k), -1, dtype=np.int64)
-    found[hits["query"].to_numpy(), hits["rank"].to_numpy()] = index
+    found[hits["patch"].to_numpy(), hits["rank"].to_numpy()] = index
     return found
 
 
@@ -278,7 +277,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--rows", type=int, default=GALLERY_TILES)
     parser.add_argument("--dims", type=int, nargs="+", default=[768, 1280])
     parser.add_argument("--queries", type=int, default=3, help="timed query images per path")
-    parser.add_argument("--k", type=int, default=2000)
+    parser.add_argument("--k", type=int, default=CANDIDATES_PER_PATCH)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=50_000, help="rows per upsert")
     parser.add_argument("--indexes", nargs="+", default=list(SWEEPS), choices=list(SWEEPS))
@@ -294,7 +293,7 @@ def main(argv: list[str] | None = None) -> str:
         "rows": args.rows,
         "dims": args.dims,
         "k": args.k,
-        "patches_per_query_image": PATCHES,
+        "patches_per_query_image": PATCHES_PER_QUERY,
         "query_images": args.queries,
         "seed": args.seed,
         "model": {
@@ -308,7 +307,7 @@ def main(argv: list[str] | None = None) -> str:
         "gallery_grid": f"ge z{ZOOM}, {GALLERY_COLS} tiles wide, row-major",
         "timing": (
             "time.perf_counter; table build = TileStore.upsert calls only; latency per query "
-            f"image = one call for {PATCHES} vectors after one warm-up image"
+            f"image = one call for {PATCHES_PER_QUERY} vectors after one warm-up image"
         ),
         "torch_threads": torch.get_num_threads(),
         "lancedb": lancedb.__version__,

@@ -16,7 +16,13 @@ from cffi import FFI
 
 NATIVE = Path(__file__).resolve().parent
 HEADER = NATIVE / "rsloc_cliques.h"
-SOURCES = ["rsloc_cliques.c"]
+# The C sources, relative to native/: one a line in sources.txt (`#` starts a comment line),
+# which tests/test_native.py reads too.
+SOURCES = [
+    line.strip()
+    for line in (NATIVE / "sources.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
 # The pair screen in the geo stage vectorises only when sqrt and compares need not set errno
 # or trap; the library relies on neither.
 COMPILE_ARGS = [

@@ -1,0 +1,1 @@
+"""rsloc: geo-localization of remote-sensing images against a tiled satellite gallery."""

@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rsloc_assets.builder import build_gallery
-from rsloc_assets.demo import PRESETS, init_demo, summary_lines
-from rsloc_assets.gallery import Gallery
+from rsloc_assets.gallery.builder import build_gallery
+from rsloc_assets.gallery.reader import Gallery
 from rsloc_assets.grids import GRIDS
 from rsloc_assets.layout import Layout
+from rsloc_assets.synthetic.demo import PRESETS, init_demo, summary_lines
 
 
 def gallery_build(args: argparse.Namespace) -> None:

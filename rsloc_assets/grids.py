@@ -63,12 +63,6 @@ class TileGrid(Protocol):
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-def tile_centre(grid: TileGrid, tile: TileKey) -> tuple[float, float]:
-    """Lon/lat of a tile's centre."""
-    lon, lat = grid.centres(tile.z, np.array([tile.col]), np.array([tile.row]))
-    return float(lon[0]), float(lat[0])
-
-
 def ground_size_m(grid: TileGrid, tile: TileKey) -> tuple[float, float]:
     """Width and height of a tile on the ground in metres, at its centre latitude (WGS84)."""
     b = grid.bounds(tile)

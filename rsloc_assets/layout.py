@@ -1,11 +1,170 @@
-"""Where rsloc keeps things under its data directory: one place for every path."""
+"""Where rsloc keeps things under its data folder: every path, the one atomic writer, and typed
+reads and writes of the gallery's and each query's artefacts.
+
+Every write goes through a temporary file in the target's folder and a rename, so a reader never
+sees half a file and re-running a step replaces its outputs whole.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rsloc_assets.records import (
+    CliqueSummary,
+    GalleryInfo,
+    Localization,
+    PatchMeta,
+    Stage,
+    Verification,
+)
+
 QUERY_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png")
+_META = b"rsloc"  # schema-metadata key of rsloc's records inside Parquet files
+
+
+def write_atomic(path: Path, write: Callable[[str], object]) -> None:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it to `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A fresh name, created by `write` itself, so the file gets the usual umask permissions.
+    tmp = str(path.with_name(f".{path.name}.{uuid.uuid4().hex}"))
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_table(path: Path, table: pa.Table, meta: dict | None = None) -> None:
+    """Write a Parquet table atomically, with `meta` as its rsloc schema metadata."""
+    if meta is not None:
+        table = table.replace_schema_metadata({_META: json.dumps(meta)})
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def write_json(path: Path, obj: object) -> None:
+    """Write JSON atomically."""
+    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2)))
+
+
+def table_meta(table: pa.Table) -> dict:
+    """The rsloc schema metadata of a table written by `write_table`."""
+    return json.loads(table.schema.metadata[_META])
+
+
+def _read_patch_table(path: Path, asset: str) -> pa.Table:
+    """A per-patch table; a one-line error for one written before its patch-id column was named
+    `patch` (it was `query`)."""
+    table = pq.read_table(path)
+    if "patch" not in table.column_names:
+        raise ValueError(f"{path} predates its `patch` column: rematerialize {asset}")
+    return table
+
+
+@dataclass(frozen=True)
+class QueryWork:
+    """One query's work folder and its artefacts, one typed read and write per step's output."""
+
+    name: str
+    folder: Path
+
+    @property
+    def patches_path(self) -> Path:
+        return self.folder / "patches.parquet"
+
+    @property
+    def candidates_path(self) -> Path:
+        return self.folder / "candidates.parquet"
+
+    @property
+    def nodes_path(self) -> Path:
+        return self.folder / "cliques.parquet"
+
+    @property
+    def localization_path(self) -> Path:
+        return self.folder / "localization.json"
+
+    @property
+    def matches_path(self) -> Path:
+        return self.folder / "matches.parquet"
+
+    @property
+    def verification_path(self) -> Path:
+        return self.folder / "verified.json"
+
+    @property
+    def footprint_path(self) -> Path:
+        """The verified footprint as GeoJSON (opens in QGIS); absent when not verified."""
+        return self.folder / "footprint.geojson"
+
+    def write_patches(self, table: pa.Table, meta: PatchMeta) -> None:
+        write_table(self.patches_path, table, meta.to_dict())
+
+    def patches(self) -> tuple[pa.Table, PatchMeta]:
+        """The patch table (with embeddings) and the query-level record."""
+        table = pq.read_table(self.patches_path)
+        return table, PatchMeta.from_dict(table_meta(table))
+
+    def write_candidates(self, table: pa.Table, seconds: float) -> None:
+        write_table(self.candidates_path, table, {"seconds": seconds})
+
+    def candidates(self) -> pa.Table:
+        return _read_patch_table(self.candidates_path, "candidates")
+
+    def write_nodes(self, table: pa.Table, summary: CliqueSummary) -> None:
+        write_table(self.nodes_path, table, asdict(summary))
+
+    def nodes(self) -> pa.Table:
+        """The clique graph's nodes with their group and clique score."""
+        return _read_patch_table(self.nodes_path, "cliques")
+
+    def write_localization(self, estimate: Localization, retrieval: Localization) -> None:
+        record = {"estimate": estimate.to_dict(), "retrieval": retrieval.to_dict()}
+        write_json(self.localization_path, record)
+
+    def localization(self, stage: Stage = Stage.CLIQUES) -> Localization:
+        """The stage-2 estimate (`Stage.CLIQUES`) or the retrieval-only one (`Stage.RETRIEVAL`)."""
+        record = json.loads(self.localization_path.read_text())
+        return Localization.from_dict(
+            record["retrieval" if stage == Stage.RETRIEVAL else "estimate"]
+        )
+
+    def write_verification(
+        self, record: Verification, matches: pa.Table, geojson: dict | None
+    ) -> None:
+        """Stage 3's matches, record and footprint GeoJSON (removed when not verified)."""
+        write_table(self.matches_path, matches)
+        write_json(self.verification_path, record.to_dict())
+        if geojson is None:
+            self.footprint_path.unlink(missing_ok=True)
+        else:
+            write_json(self.footprint_path, geojson)
+
+    def verification(self) -> Verification | None:
+        """Stage 3's record, or None before the query has been verified."""
+        if not self.verification_path.exists():
+            return None
+        return Verification.from_dict(json.loads(self.verification_path.read_text()))
+
+    def matches(self) -> pa.Table:
+        return pq.read_table(self.matches_path)
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """The evaluation report: Markdown, the per-query Parquet table and the map."""
+
+    markdown: Path
+    table: Path
+    map: Path
 
 
 @dataclass(frozen=True)
@@ -37,6 +196,19 @@ class Layout:
         return self.root / "reports"
 
     @property
+    def report(self) -> ReportFiles:
+        return ReportFiles(
+            self.reports / "evaluation.md",
+            self.reports / "evaluation.parquet",
+            self.reports / "map.png",
+        )
+
+    @property
+    def world(self) -> Path:
+        """The demo's synthetic world, and `setup.json`, the stamp of the setup that made it."""
+        return self.root / "world"
+
+    @property
     def features(self) -> Path:
         """SIFT features of gallery mosaics, cached per tile and time."""
         return self.work / "features"
@@ -49,8 +221,35 @@ class Layout:
     def embedding_state(self) -> Path:
         return self.work / "tile_embeddings.json"
 
-    def query_dir(self, name: str) -> Path:
-        return self.work / "queries" / name
+    def write_manifest(self, table: pa.Table, info: GalleryInfo) -> None:
+        """The gallery manifest, with the gallery facts every query step needs."""
+        write_table(self.manifest, table, {"gallery": info.to_dict()})
+
+    def read_manifest(self) -> tuple[pa.Table, GalleryInfo]:
+        """The manifest and its gallery facts; a one-line error before `gallery_tiles` has run."""
+        if not self.manifest.exists():
+            raise FileNotFoundError(
+                f"no gallery manifest at {self.manifest}: materialize gallery_tiles first"
+            )
+        table = pq.read_table(self.manifest)
+        if not table.schema.metadata or _META not in table.schema.metadata:
+            raise ValueError(
+                f"{self.manifest} predates its gallery facts: rematerialize gallery_tiles"
+            )
+        return table, GalleryInfo.from_dict(table_meta(table)["gallery"])
+
+    def corrupt_tiles(self) -> dict[str, str]:
+        """Tiles known corrupt at a time (key → time), so a refresh skips them until they change."""
+        if not self.embedding_state.exists():
+            return {}
+        return json.loads(self.embedding_state.read_text())["corrupt"]
+
+    def write_corrupt_tiles(self, corrupt: dict[str, str]) -> None:
+        write_json(self.embedding_state, {"corrupt": corrupt})
+
+    def query(self, name: str) -> QueryWork:
+        """The work folder and artefacts of the query named `name`."""
+        return QueryWork(name, self.work / "queries" / name)
 
     def query_file(self, name: str) -> Path:
         """The image in `queries/` whose stem is `name`; a one-line error if none or several."""
@@ -66,3 +265,7 @@ class Layout:
             return []
         files = (p for p in self.queries.iterdir() if p.suffix.lower() in QUERY_SUFFIXES)
         return sorted({p.stem for p in files})
+
+    def query_stamps(self) -> dict[str, int]:
+        """Each query image's partition name and modification time (ns)."""
+        return {name: self.query_file(name).stat().st_mtime_ns for name in self.query_names()}

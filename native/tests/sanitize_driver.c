@@ -1,6 +1,6 @@
 /*
  * sanitize_driver.c — exercises the whole public API of rsloc_cliques under AddressSanitizer and
- * UBSan (tests/test_cliques_sanitizers.py builds and runs it). Small graphs are checked against
+ * UBSan (tests/test_native.py builds and runs it). Small graphs are checked against
  * brute force; every other call must return its documented status. Exit status 0 = all good.
  */
 #include "rsloc_cliques.h"

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from rsloc_assets.defs import assets
+from rsloc_assets.defs import gallery, queries
 from rsloc_assets.defs.automation import (
     localize_query_job,
     new_query_files,
@@ -12,7 +12,7 @@ from rsloc_assets.defs.automation import (
 from rsloc_assets.defs.resources import default_resource
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([assets]),
+    assets=dg.load_assets_from_modules([gallery, queries]),
     jobs=[localize_query_job, refresh_gallery_job],
     schedules=[nightly_gallery_refresh],
     sensors=[new_query_files],

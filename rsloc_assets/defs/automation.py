@@ -4,14 +4,13 @@ import json
 
 import dagster as dg
 
-from rsloc_assets.defs.assets import (
+from rsloc_assets.defs.gallery import gallery_tiles, tile_embeddings
+from rsloc_assets.defs.partitions import queries_partitions
+from rsloc_assets.defs.queries import (
     candidates,
     cliques,
-    gallery_tiles,
     localization,
-    queries_partitions,
     query_patches,
-    tile_embeddings,
     verified_localization,
 )
 from rsloc_assets.defs.resources import RslocResource
@@ -40,11 +39,6 @@ nightly_gallery_refresh = dg.ScheduleDefinition(
 )
 
 
-def query_file_stamps(layout: Layout) -> dict[str, int]:
-    """Each query image's partition name and modification time (ns)."""
-    return {name: layout.query_file(name).stat().st_mtime_ns for name in layout.query_names()}
-
-
 def register_queries(instance: dg.DagsterInstance, layout: Layout) -> list[str]:
     """Add a dynamic partition for each query image not yet registered; returns the new names."""
     known = set(instance.get_dynamic_partitions(queries_partitions.name))
@@ -58,7 +52,7 @@ def register_queries(instance: dg.DagsterInstance, layout: Layout) -> list[str]:
 def new_query_files(context: dg.SensorEvaluationContext, rsloc: RslocResource):
     """A partition and a run for each new query image in `queries/`; a rerun when one changes."""
     seen = json.loads(context.cursor) if context.cursor else {}
-    stamps = query_file_stamps(rsloc.layout())
+    stamps = rsloc.layout().query_stamps()
     due = [name for name, stamp in stamps.items() if seen.get(name) != stamp]
     if not due:
         return dg.SkipReason(f"no new or changed query images in {rsloc.layout().queries}")

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from rsloc_assets.encoders import Encoder, load_encoder
 from rsloc_assets.layout import Layout
-from rsloc_assets.store import TileStore, table_name
+from rsloc_assets.records import GalleryInfo
+from rsloc_assets.retrieval.encoders import Encoder, load_encoder
+from rsloc_assets.retrieval.store import TileStore, table_name
 
 
 @lru_cache(maxsize=2)
@@ -51,8 +52,10 @@ class RslocResource(dg.ConfigurableResource):
     def load_encoder(self) -> Encoder:
         return _cached_encoder(self.encoder, self.model_dir, self.device, self.precision)
 
-    def store(self, encoder: Encoder, grid: str, zoom: int) -> TileStore:
-        return TileStore(self.layout().lancedb, table_name(encoder.name, grid, zoom), encoder.dim)
+    def store(self, encoder: Encoder, info: GalleryInfo) -> TileStore:
+        """The LanceDB table of this encoder's embeddings of the gallery's working level."""
+        name = table_name(encoder.name, info.grid.name, info.zoom)
+        return TileStore(self.layout().lancedb, name, encoder.dim)
 
 
 def default_resource() -> RslocResource:

@@ -1,0 +1,148 @@
+"""Retrieval-only localization: each patch's candidates, shifted by the patch's offset in the
+image, vote for where the image centre is; the place most patches agree on wins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rsloc_assets.geodesy import metres_per_degree, offset_lonlat
+from rsloc_assets.records import Localization, Method
+
+
+def implied_centres(
+    candidates: pa.Table, patches: pa.Table
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Image-centre positions implied by each candidate: its tile centre minus its patch offset.
+
+    Returns (patch, lon, lat, score) arrays, one entry per candidate.
+    """
+    patch = candidates["patch"].to_numpy()
+    east = patches["east_m"].to_numpy()[patch]
+    north = patches["north_m"].to_numpy()[patch]
+    lon, lat = offset_lonlat(
+        candidates["lon"].to_numpy(), candidates["lat"].to_numpy(), -east, -north
+    )
+    return patch, lon, lat, candidates["score"].to_numpy()
+
+
+def vote(
+    query: str,
+    candidates: pa.Table,
+    patches: pa.Table,
+    tile_ground_m: tuple[float, float],
+    image_ground_m: tuple[float, float],
+    vote_top: int = 10,
+    method: Method = Method.RETRIEVAL_VOTE,
+) -> Localization:
+    """Centre the most patches agree on, counting each patch once per tile-sized window.
+
+    Each patch votes with its `vote_top` best candidates. Implied centres fall into cells one
+    gallery tile wide; a vote counts in every 2×2 block of cells containing it, so a true
+    location split across a cell edge is not split. Ties go to the higher summed best score.
+    The estimate is the score-weighted mean of the supporting patches' best implied centres;
+    `error_m` is their RMS spread about it.
+    """
+    n_patches = patches.num_rows
+    top = candidates.filter(pc.less(candidates["rank"], vote_top))
+    if top.num_rows == 0:
+        return Localization(query, Method.NOT_LOCALIZED, patches=n_patches, reason="no candidates")
+    patch, lon, lat, score = implied_centres(top, patches)
+    ref_lat = float(np.median(lat))
+    m_lon, m_lat = metres_per_degree(ref_lat)
+    cell_lon, cell_lat = tile_ground_m[0] / m_lon, tile_ground_m[1] / m_lat
+    ci = np.floor(lon / cell_lon).astype(np.int64)
+    cj = np.floor(lat / cell_lat).astype(np.int64)
+
+    # Each vote lands in the four 2×2 blocks (named by their lower-left cell) that contain it.
+    blocks_i = np.concatenate([ci, ci - 1, ci, ci - 1])
+    blocks_j = np.concatenate([cj, cj, cj - 1, cj - 1])
+    voter = np.tile(patch, 4)
+    best = np.tile(score, 4)
+    keys = np.stack([blocks_i, blocks_j, voter], axis=1)
+    order = np.lexsort((-best, voter, blocks_j, blocks_i))
+    keys, best = keys[order], best[order]
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = np.any(keys[1:] != keys[:-1], axis=1)
+    keys, best = keys[first], best[first]  # one (block, patch) entry with the patch's best score
+    blocks, inverse = np.unique(keys[:, :2], axis=0, return_inverse=True)
+    counts = np.bincount(inverse.ravel())
+    sums = np.bincount(inverse.ravel(), weights=best)
+    win = int(np.lexsort((sums, counts))[-1])
+    bi, bj = blocks[win]
+
+    inside = (ci >= bi) & (ci <= bi + 1) & (cj >= bj) & (cj <= bj + 1)
+    return consensus(
+        query,
+        method,
+        patch,
+        lon,
+        lat,
+        score,
+        np.flatnonzero(inside),
+        n_patches,
+        image_ground_m,
+    )
+
+
+def from_cliques(
+    query: str,
+    nodes: pa.Table,
+    patches: pa.Table,
+    tile_ground_m: tuple[float, float],
+    image_ground_m: tuple[float, float],
+) -> Localization | None:
+    """Vote among the members of the best clique group (`group` 0, one hit per patch); None when
+    no clique was kept. The vote drops members that agree on distances but not on the place."""
+    members = nodes.filter(pc.equal(nodes["group"], 0))
+    if members.num_rows == 0:
+        return None
+    top = int(pc.max(members["rank"]).as_py()) + 1
+    return vote(query, members, patches, tile_ground_m, image_ground_m, top, method=Method.CLIQUE)
+
+
+def consensus(
+    query: str,
+    method: Method,
+    patch: np.ndarray,
+    lon: np.ndarray,
+    lat: np.ndarray,
+    score: np.ndarray,
+    members: np.ndarray,
+    n_patches: int,
+    image_ground_m: tuple[float, float],
+) -> Localization:
+    """Estimate from the implied centres at `members`: each patch's best-scoring one, averaged by
+    score; confidence = agreeing patches / all patches, `error_m` = their RMS spread."""
+    idx = members[np.lexsort((-score[members], patch[members]))]
+    keep = np.ones(len(idx), dtype=bool)
+    keep[1:] = patch[idx][1:] != patch[idx][:-1]
+    idx = idx[keep]
+    w = np.clip(score[idx], 1e-6, None)
+    est_lon = float(np.average(lon[idx], weights=w))
+    est_lat = float(np.average(lat[idx], weights=w))
+    m_lon, m_lat = metres_per_degree(est_lat)
+    spread = np.hypot((lon[idx] - est_lon) * m_lon, (lat[idx] - est_lat) * m_lat)
+    return Localization(
+        query=query,
+        method=method,
+        centre_lon=est_lon,
+        centre_lat=est_lat,
+        corners_lonlat=footprint(est_lon, est_lat, image_ground_m),
+        confidence=len(idx) / n_patches,
+        support=len(idx),
+        patches=n_patches,
+        error_m=float(np.sqrt(np.mean(spread**2))),
+    )
+
+
+def footprint(
+    lon: float, lat: float, image_ground_m: tuple[float, float]
+) -> list[tuple[float, float]]:
+    """North-up image corners (TL, TR, BR, BL) around a centre, from the image's ground size."""
+    half_w, half_h = image_ground_m[0] / 2, image_ground_m[1] / 2
+    east = np.array([-half_w, half_w, half_w, -half_w])
+    north = np.array([half_h, half_h, -half_h, -half_h])
+    lons, lats = offset_lonlat(np.full(4, lon), np.full(4, lat), east, north)
+    return [(float(x), float(y)) for x, y in zip(lons, lats, strict=True)]

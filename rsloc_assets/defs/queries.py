@@ -1,0 +1,171 @@
+"""The `queries` group: each query's patches → candidates → cliques → localization → verified
+footprint, one partition per query image, and the evaluation over all of them."""
+
+import dagster as dg
+
+from rsloc_assets.cliques.steps import find_cliques, localize_query
+from rsloc_assets.defs.gallery import gallery_tiles, tile_embeddings
+from rsloc_assets.defs.partitions import queries_partitions
+from rsloc_assets.defs.resources import RslocResource
+from rsloc_assets.evaluation.report import markdown_table, md_table, summary_line
+from rsloc_assets.evaluation.steps import evaluate
+from rsloc_assets.retrieval.steps import find_candidates, prepare_query
+from rsloc_assets.verification.steps import verify_query
+
+QUERIES = "queries"
+
+
+@dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[gallery_tiles])
+def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
+    """A query cut into gallery-mosaic-sized patches on a regular grid, each embedded."""
+    name = context.partition_key
+    layout = rsloc.layout()
+    _, info = layout.read_manifest()
+    result = prepare_query(
+        layout, name, info, rsloc.load_encoder(), rsloc.cut_th, rsloc.stride_tiles
+    )
+    if result.reason:
+        context.log.warning("query %s skipped: %s", name, result.reason)
+    return dg.MaterializeResult(
+        metadata={
+            "patches": result.table.num_rows,
+            "size_px": f"{result.width}×{result.height}",
+            "gsd_m": str([round(g, 3) for g in result.gsd_m]),
+            "skipped": result.reason or "no",
+            "seconds": round(result.seconds, 2),
+        }
+    )
+
+
+@dg.asset(
+    group_name=QUERIES,
+    partitions_def=queries_partitions,
+    deps=[query_patches, tile_embeddings],
+    check_specs=[dg.AssetCheckSpec("candidates_valid", asset="candidates")],
+)
+def candidates(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
+    """Top-K gallery tiles for every patch of a query, with cosine scores."""
+    layout = rsloc.layout()
+    _, info = layout.read_manifest()
+    store = rsloc.store(rsloc.load_encoder(), info)
+    result = find_candidates(layout, context.partition_key, store, rsloc.top_k)
+    rows = result.table.num_rows
+    return dg.MaterializeResult(
+        metadata={
+            "rows": rows,
+            "top_k": rsloc.top_k,
+            "seconds": round(result.seconds, 3),
+            "best_score": result.best_score,
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                passed=result.passed,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"rows": rows, "scores_in_range": result.scores_in_range},
+            )
+        ],
+    )
+
+
+@dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[candidates])
+def cliques(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
+    """Spatio-geographic maximal cliques of a query's candidates (native library via cffi)."""
+    summary = find_cliques(
+        rsloc.layout(), context.partition_key, rsloc.clique_k, rsloc.clique_tolerance_tiles
+    )
+    if summary.truncated:
+        context.log.warning("clique enumeration hit its cap: results are partial")
+    return dg.MaterializeResult(
+        metadata={
+            "candidates_per_patch": summary.k,
+            "nodes": summary.nodes,
+            "edges": summary.edges,
+            "maximal_cliques": summary.maximal,
+            "kept_cliques": summary.kept,
+            "groups": summary.groups,
+            "best_group_patches": summary.best_group_score,
+            "truncated": summary.truncated,
+            "ms": round(summary.ms, 2),
+        }
+    )
+
+
+@dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[cliques])
+def localization(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
+    """Where the query is: centre, north-up footprint and confidence, with the method used."""
+    loc = localize_query(rsloc.layout(), context.partition_key, rsloc.vote_top)
+    context.log.info("%s: %s at %s, %s", loc.query, loc.method, loc.centre_lon, loc.centre_lat)
+    return dg.MaterializeResult(
+        metadata={
+            "method": str(loc.method),
+            "centre_lonlat": str([loc.centre_lon, loc.centre_lat]),
+            "confidence": round(loc.confidence, 3),
+            "support": loc.support,
+            "patches": loc.patches,
+            "error_estimate_m": loc.error_m or 0.0,
+            "reason": loc.reason or "none",
+        }
+    )
+
+
+@dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[localization])
+def verified_localization(
+    context: dg.AssetExecutionContext, rsloc: RslocResource
+) -> dg.MaterializeResult:
+    """The query's footprint on the ground from SIFT + MAC + homography verification of its
+    patches (GeoJSON + JSON), or the stage-2 estimate recorded as not verified."""
+    encoder = rsloc.load_encoder() if rsloc.verify_recheck else None
+    layout = rsloc.layout()
+    loc, fp = verify_query(
+        layout,
+        context.partition_key,
+        encoder,
+        per_patch=rsloc.verify_candidates,
+        workers=rsloc.verify_workers,
+    )
+    if fp is None:
+        context.log.warning("%s: %s", loc.query, loc.reason)
+    metadata = {
+        "method": str(loc.method),
+        "centre_lonlat": str([loc.centre_lon, loc.centre_lat]),
+        "agreeing_patches": loc.support,
+        "error_estimate_m": loc.error_m or 0.0,
+    }
+    if fp is not None:
+        metadata |= {
+            "scale_m_per_px": round(fp.scale_m_per_px, 4),
+            "rotation_deg": round(fp.rotation_deg, 2),
+            "geojson": dg.MetadataValue.path(str(layout.query(loc.query).footprint_path)),
+        }
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(name="evaluation", group_name=QUERIES, deps=[verified_localization])
+def evaluation_report(
+    context: dg.AssetExecutionContext, rsloc: RslocResource
+) -> dg.MaterializeResult:
+    """Errors, success rates and recall over all localized queries: Markdown, Parquet, a map."""
+    result = evaluate(rsloc.layout())
+    for query, why in result.skipped.items():
+        context.log.warning("%s not evaluated: %s", query, why)
+    s = result.summary
+    return dg.MaterializeResult(
+        metadata={
+            "summary": summary_line(s),
+            "queries": s.queries,
+            "evaluated": s.evaluated,
+            "within_1_tile": s.within_1_tile,
+            "within_3_tiles": s.within_3_tiles,
+            "acc": s.acc,
+            "median_error_m": s.median_error_m or 0.0,
+            "median_corner_error_m": s.median_corner_error_m or 0.0,
+            "median_retrieval_error_m": s.median_retrieval_error_m or 0.0,
+            "median_cliques_error_m": s.median_cliques_error_m or 0.0,
+            "funnel": str(s.funnel),
+            "mean_seconds": str({k: round(v, 2) for k, v in s.mean_seconds.items()}),
+            "recall_at_1_within_r": str({k: round(v, 3) for k, v in s.recall.items()}),
+            "stages": dg.MetadataValue.md(md_table(s.stages)),
+            "report": dg.MetadataValue.path(str(result.files.markdown)),
+            "table": dg.MetadataValue.md(markdown_table(result.scores)),
+        }
+    )

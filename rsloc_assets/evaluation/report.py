@@ -1,0 +1,157 @@
+"""The evaluation report: Markdown tables, the per-query Parquet table and a map."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from rsloc_assets.evaluation.metrics import QueryScore, Summary
+from rsloc_assets.evaluation.truth import Truth
+from rsloc_assets.layout import ReportFiles, write_atomic, write_table
+from rsloc_assets.records import Localization
+
+
+def summary_line(summary: Summary) -> str:
+    """The demo's closing line."""
+    median = "n/a" if summary.median_error_m is None else f"{summary.median_error_m:.0f}"
+    return (
+        f"demo: {summary.within_1_tile}/{summary.queries} queries within 1 tile; "
+        f"median error {median} m"
+    )
+
+
+def _fmt(v: object) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.2f}" if v < 10 else f"{v:.0f}"
+    return str(v)
+
+
+def md_table(rows: Sequence[dict], cols: Sequence[str] | None = None) -> str:
+    """A Markdown table of dict rows (all keys of the first row unless `cols` is given)."""
+    if not rows:
+        return "(none)"
+    cols = list(cols or rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(row[c]) for c in cols) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+SCORE_COLUMNS = (
+    "query",
+    "method",
+    "error_m",
+    "corner_error_m",
+    "cliques_error_m",
+    "retrieval_error_m",
+    "within_1_tile",
+    "acc",
+    "support",
+    "patches",
+    "recall_at_10",
+    "recall_at_k",
+)
+
+
+def markdown_table(scores: Sequence[QueryScore]) -> str:
+    """Per-query Markdown table."""
+    return md_table([asdict(s) for s in scores], SCORE_COLUMNS)
+
+
+def stage_tables(summary: Summary) -> str:
+    """Markdown: errors, success shares and Recall@1<r per stage, the patch funnel, stage times."""
+    rows = summary.stages
+    f = summary.funnel
+    funnel_rows = [
+        {
+            "patches": f["patches"],
+            "true tile in top-K": f["retrieval"],
+            "kept by cliques": f["cliques"],
+            "verified": f["verified"],
+        }
+    ]
+    seconds = [{f"{k} s": v for k, v in summary.mean_seconds.items()}]
+    return "\n\n".join(
+        [
+            "## Stages\n\n" + md_table(rows),
+            "## Patch funnel (true tile or a neighbour)\n\n" + md_table(funnel_rows),
+            "## Mean seconds per query and stage\n\n" + md_table(seconds),
+        ]
+    )
+
+
+def write_report(
+    files: ReportFiles,
+    scores: Sequence[QueryScore],
+    summary: Summary,
+    skipped: dict[str, str],
+    locs: dict[str, Localization],
+    truths: dict[str, Truth],
+) -> None:
+    """Write the report's Markdown, per-query Parquet table and map."""
+    write_table(files.table, pa.Table.from_pylist([asdict(s) for s in scores]))
+    lines = [
+        "# rsloc evaluation",
+        "",
+        summary_line(summary),
+        "",
+        f"- queries: {summary.queries}, evaluated: {summary.evaluated}",
+        f"- within 1 tile: {summary.within_1_tile}, within 3 tiles: {summary.within_3_tiles}",
+        f"- Acc (estimated tile overlaps true extent): {summary.acc}/{summary.evaluated}",
+        f"- mean patch recall of the true tile in top-K: {_fmt(summary.mean_recall_at_k)}",
+        f"- median corner error of verified footprints: {_fmt(summary.median_corner_error_m)} m",
+        "",
+        stage_tables(summary),
+        "",
+        "## Queries",
+        "",
+        markdown_table(scores),
+        "",
+    ]
+    if skipped:
+        lines += ["## Not evaluated", ""] + [f"- {q}: {why}" for q, why in sorted(skipped.items())]
+    text = "\n".join(lines) + "\n"
+    write_atomic(files.markdown, lambda tmp: Path(tmp).write_text(text))
+    write_atomic(files.map, lambda tmp: plot_map(Path(tmp), locs, truths))
+
+
+def plot_map(path: Path, locs: dict[str, Localization], truths: dict[str, Truth]) -> None:
+    """PNG map: true footprints (outlines) and estimated centres (crosses) joined by a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 7))
+    for name, truth in truths.items():
+        xs, ys = zip(*[*truth.corners_lonlat, truth.corners_lonlat[0]], strict=True)
+        ax.plot(xs, ys, color="tab:green", lw=1)
+        ax.annotate(name, truth.centre_lonlat, fontsize=7, color="tab:green")
+        loc = locs.get(name)
+        if loc is not None and loc.centre_lon is not None:
+            ax.plot(loc.centre_lon, loc.centre_lat, "x", color="tab:red")
+            ax.plot(
+                [truth.centre_lonlat[0], loc.centre_lon],
+                [truth.centre_lonlat[1], loc.centre_lat],
+                color="tab:red",
+                lw=0.6,
+            )
+    ax.set_xlabel("longitude")
+    ax.set_ylabel("latitude")
+    ax.set_title("true footprints (green) and estimated centres (red)")
+    ax.set_aspect(
+        1 / math.cos(math.radians(np.mean([t.centre_lonlat[1] for t in truths.values()])))
+        if truths
+        else "auto"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)

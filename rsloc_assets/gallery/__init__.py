@@ -1,0 +1,1 @@
+"""The gallery: reading RSLoc `ge_tiles` SQLite and MBTiles, building one, and its manifest."""

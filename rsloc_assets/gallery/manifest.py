@@ -1,0 +1,93 @@
+"""The gallery manifest: one row per tile at the working level, and the gallery facts (grid,
+level, latitude, tile size) that every query step needs, computed once when it is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from rsloc_assets.gallery.reader import Gallery
+from rsloc_assets.grids import Bounds, ground_size_m
+from rsloc_assets.layout import Layout
+from rsloc_assets.records import MANIFEST_SCHEMA, GalleryInfo
+
+
+def resolve_zoom(gallery: Gallery, zoom: int | None) -> int:
+    """The requested level, or the gallery's finest when none is given."""
+    levels = gallery.levels()
+    if not levels:
+        raise ValueError(f"{gallery.path}: the gallery holds no tiles")
+    if zoom is None:
+        return max(levels)
+    if zoom not in levels:
+        raise ValueError(f"{gallery.path}: no tiles at zoom {zoom} (levels: {levels})")
+    return zoom
+
+
+def gallery_manifest(gallery: Gallery, zoom: int, time_: str | None = None) -> pa.Table:
+    """One row per tile position at `zoom`: its chosen time, centre and lon/lat bounds."""
+    refs = gallery.tiles(zoom, time_)
+    cols = np.array([r.col for r in refs], dtype=np.int64)
+    rows = np.array([r.row for r in refs], dtype=np.int64)
+    lon, lat = gallery.grid.centres(zoom, cols, rows)
+    bounds = [gallery.grid.bounds(r.tile) for r in refs]
+    return pa.table(
+        {
+            "key": [r.key for r in refs],
+            "level": np.full(len(refs), zoom, dtype=np.int32),
+            "col": cols,
+            "row": rows,
+            "time": [r.time for r in refs],
+            "lon": lon,
+            "lat": lat,
+            "west": [b.west for b in bounds],
+            "south": [b.south for b in bounds],
+            "east": [b.east for b in bounds],
+            "north": [b.north for b in bounds],
+        },
+        schema=MANIFEST_SCHEMA,
+    )
+
+
+def gallery_info(gallery: Gallery, manifest: pa.Table) -> GalleryInfo:
+    """Grid, level, median latitude and the ground size of the tile there, from the manifest."""
+    if manifest.num_rows == 0:
+        raise ValueError(f"{gallery.path}: the gallery manifest is empty")
+    zoom = int(manifest["level"][0].as_py())
+    lat = manifest["lat"].to_numpy()
+    mid = int(np.argsort(lat)[len(lat) // 2])
+    tile = gallery.grid.tile_at(float(manifest["lon"][mid].as_py()), float(lat[mid]), zoom)
+    return GalleryInfo(
+        gallery.grid,
+        zoom,
+        float(np.median(lat)),
+        ground_size_m(gallery.grid, tile),
+        manifest.num_rows,
+    )
+
+
+@dataclass(frozen=True)
+class ManifestResult:
+    """A written manifest, its gallery facts, and what the gallery file holds besides."""
+
+    manifest: pa.Table
+    info: GalleryInfo
+    levels: list[int]
+    times: list[str]
+    extent: Bounds
+
+
+def write_manifest(layout: Layout, zoom: int | None, time_: str | None) -> ManifestResult:
+    """Read the gallery's tiles at `zoom` (default: its finest), at `time_` (default: each tile's
+    latest), and write the manifest with its gallery facts."""
+    with Gallery.open(layout.gallery) as gallery:
+        level = resolve_zoom(gallery, zoom)
+        manifest = gallery_manifest(gallery, level, time_)
+        info = gallery_info(gallery, manifest)
+        result = ManifestResult(
+            manifest, info, gallery.levels(), gallery.times(level), gallery.extent(level)
+        )
+    layout.write_manifest(manifest, info)
+    return result

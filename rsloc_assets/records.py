@@ -1,0 +1,263 @@
+"""The records stages hand to each other: the Arrow schema of every table, the per-query records,
+and the names of methods, stages and steps."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+
+import pyarrow as pa
+
+from rsloc_assets.grids import TileGrid, get_grid
+
+
+class Method(StrEnum):
+    """How a query's estimate was obtained."""
+
+    RETRIEVAL_VOTE = "retrieval-vote"
+    CLIQUE = "clique"
+    VERIFIED = "verified"
+    NOT_LOCALIZED = "not-localized"
+
+
+class Stage(StrEnum):
+    """The estimate each stage leaves: the retrieval vote, + cliques, + verification."""
+
+    RETRIEVAL = "retrieval"
+    CLIQUES = "cliques"
+    VERIFIED = "verified"
+
+
+class Step(StrEnum):
+    """The timed per-query steps, in order."""
+
+    PATCHES = "patches"
+    CANDIDATES = "candidates"
+    CLIQUES = "cliques"
+    VERIFY = "verify"
+
+
+_TILE_FIELDS = [
+    ("key", pa.string()),
+    ("level", pa.int32()),
+    ("col", pa.int64()),
+    ("row", pa.int64()),
+    ("time", pa.string()),
+    ("lon", pa.float64()),
+    ("lat", pa.float64()),
+    ("west", pa.float64()),
+    ("south", pa.float64()),
+    ("east", pa.float64()),
+    ("north", pa.float64()),
+]
+
+# One row per gallery tile at the working level: its grid address, chosen time, centre, bounds.
+MANIFEST_SCHEMA = pa.schema(_TILE_FIELDS)
+
+# One row per query patch: its window, centre in query pixels, and centre offset from the image
+# centre in ground metres.
+PATCH_SCHEMA = pa.schema(
+    [
+        ("patch", pa.int32()),
+        ("x0", pa.int32()),
+        ("y0", pa.int32()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("cx", pa.float64()),
+        ("cy", pa.float64()),
+        ("east_m", pa.float64()),
+        ("north_m", pa.float64()),
+        ("valid_fraction", pa.float32()),
+    ]
+)
+
+# One row per (patch, retrieved tile): rank 0 is the patch's most similar tile.
+CANDIDATE_SCHEMA = pa.schema(
+    [
+        ("patch", pa.int32()),
+        ("rank", pa.int32()),
+        ("key", pa.string()),
+        ("level", pa.int32()),
+        ("col", pa.int64()),
+        ("row", pa.int64()),
+        ("lon", pa.float64()),
+        ("lat", pa.float64()),
+        ("score", pa.float32()),
+    ]
+)
+
+# The candidates that entered the clique graph, with their best group's score and id (-1: none).
+NODE_SCHEMA = CANDIDATE_SCHEMA.append(pa.field("clique_score", pa.int32())).append(
+    pa.field("group", pa.int32())
+)
+
+# One row per (patch, candidate) pair that verification tried.
+MATCH_SCHEMA = pa.schema(
+    [
+        ("patch", pa.int32()),
+        ("key", pa.string()),
+        ("rank", pa.int32()),
+        ("clique_score", pa.int32()),
+        ("accepted", pa.bool_()),
+        ("reason", pa.string()),
+        ("keypoints", pa.int32()),
+        ("matches", pa.int32()),
+        ("mac_size", pa.int32()),
+        ("inliers", pa.int32()),
+        ("similarity", pa.float32()),
+        ("seconds", pa.float32()),
+    ]
+)
+
+
+def tile_schema(dim: int) -> pa.Schema:
+    """Arrow schema of one embedded gallery tile: the manifest's columns and its `dim`-d vector."""
+    return pa.schema([*_TILE_FIELDS, ("vector", pa.list_(pa.float32(), dim))])
+
+
+@dataclass(frozen=True)
+class GalleryInfo:
+    """What queries need to know of the gallery: grid, level, latitude and a tile's ground size."""
+
+    grid: TileGrid
+    zoom: int
+    ref_lat: float
+    tile_ground_m: tuple[float, float]
+    tiles: int
+
+    def to_dict(self) -> dict:
+        return {
+            "grid": self.grid.name,
+            "zoom": self.zoom,
+            "ref_lat": self.ref_lat,
+            "tile_ground_m": list(self.tile_ground_m),
+            "tiles": self.tiles,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GalleryInfo:
+        return cls(
+            get_grid(d["grid"]), d["zoom"], d["ref_lat"], tuple(d["tile_ground_m"]), d["tiles"]
+        )
+
+
+@dataclass(frozen=True)
+class PatchMeta:
+    """A query as its patch table records it: size, ground resolution, why it has no patches (if
+    so), the gallery it was cut for, and the step's seconds."""
+
+    query: str
+    width: int
+    height: int
+    gsd_m: tuple[float, float]
+    reason: str
+    gallery: GalleryInfo
+    seconds: float
+
+    @property
+    def image_ground_m(self) -> tuple[float, float]:
+        """The query's width and height on the ground in metres."""
+        return self.width * self.gsd_m[0], self.height * self.gsd_m[1]
+
+    def to_dict(self) -> dict:
+        return {
+            "query": self.query,
+            "width": self.width,
+            "height": self.height,
+            "gsd_m": list(self.gsd_m),
+            "reason": self.reason,
+            "gallery": self.gallery.to_dict(),
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PatchMeta:
+        return cls(
+            d["query"],
+            d["width"],
+            d["height"],
+            tuple(d["gsd_m"]),
+            d["reason"],
+            GalleryInfo.from_dict(d["gallery"]),
+            d["seconds"],
+        )
+
+
+@dataclass(frozen=True)
+class CliqueSummary:
+    """What the clique stage found for one query."""
+
+    k: int
+    nodes: int
+    edges: int
+    maximal: int
+    kept: int
+    groups: int
+    best_group_score: int
+    truncated: bool
+    ms: float
+
+
+@dataclass
+class Localization:
+    """Where a query is estimated to be, how it was found and how sure we are."""
+
+    query: str
+    method: Method
+    centre_lon: float | None = None
+    centre_lat: float | None = None
+    corners_lonlat: list[tuple[float, float]] = field(default_factory=list)
+    confidence: float = 0.0
+    support: int = 0
+    patches: int = 0
+    error_m: float | None = None
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Localization:
+        return cls(
+            **{
+                **d,
+                "method": Method(d["method"]),
+                "corners_lonlat": [tuple(c) for c in d["corners_lonlat"]],
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Stage 3's record of one query: the final estimate, the footprint's figures when one was
+    fitted, patches tried and accepted, and seconds."""
+
+    estimate: Localization
+    footprint: dict | None
+    patches_tried: int
+    patches_accepted: int
+    seconds: float
+
+    @property
+    def verified(self) -> bool:
+        return self.footprint is not None
+
+    def to_dict(self) -> dict:
+        return {
+            "estimate": self.estimate.to_dict(),
+            "verified": self.verified,
+            "footprint": self.footprint,
+            "patches_tried": self.patches_tried,
+            "patches_accepted": self.patches_accepted,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Verification:
+        return cls(
+            Localization.from_dict(d["estimate"]),
+            d["footprint"],
+            d["patches_tried"],
+            d["patches_accepted"],
+            d["seconds"],
+        )

@@ -1,0 +1,198 @@
+"""Query images: read pixels and ground resolution, and cut them into gallery-mosaic-sized patches.
+
+The pipeline never reads where a query is: only its pixel size. Georeference is evaluation's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from osgeo import gdal, osr
+
+from rsloc_assets.geodesy import metres_per_degree
+from rsloc_assets.records import PATCH_SCHEMA
+
+gdal.UseExceptions()
+log = logging.getLogger(__name__)
+
+MIN_VALID_FRACTION = 0.5
+
+
+@dataclass
+class QueryImage:
+    """A query's RGB pixels, which of them hold data, and its ground metres per pixel (x, y)."""
+
+    name: str
+    path: Path
+    rgb: np.ndarray
+    valid: np.ndarray
+    gsd_m: tuple[float, float]
+
+    @property
+    def width(self) -> int:
+        return self.rgb.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.rgb.shape[0]
+
+
+@dataclass(frozen=True)
+class PatchPlan:
+    """Patch size and stride in query pixels for one query."""
+
+    width: int
+    height: int
+    stride_x: int
+    stride_y: int
+
+
+def sidecar_gsd(path: Path) -> float | None:
+    """Ground resolution in m/px from `<image>.json` (`{"gsd_m": 0.5}`), when the sidecar exists."""
+    sidecar = path.with_suffix(".json")
+    if not sidecar.exists():
+        return None
+    gsd = json.loads(sidecar.read_text()).get("gsd_m")
+    if not isinstance(gsd, int | float) or not math.isfinite(gsd) or gsd <= 0:
+        raise ValueError(f"{sidecar}: 'gsd_m' must be a positive number of metres per pixel")
+    return float(gsd)
+
+
+def raster_gsd(ds: gdal.Dataset, ref_lat: float) -> tuple[float, float] | None:
+    """Ground m/px of a georeferenced raster from its pixel size alone (None without a CRS).
+
+    Mercator and geographic pixel sizes are scaled at `ref_lat`, the gallery's latitude: the
+    query's own position is never used.
+    """
+    gt = ds.GetGeoTransform(can_return_null=True)
+    wkt = ds.GetProjection()
+    if gt is None or not wkt:
+        return None
+    sx, sy = math.hypot(gt[1], gt[4]), math.hypot(gt[2], gt[5])
+    srs = osr.SpatialReference(wkt=wkt)
+    if srs.IsGeographic():
+        m_lon, m_lat = metres_per_degree(ref_lat)
+        return float(sx * m_lon), float(sy * m_lat)
+    projection = (srs.GetAttrValue("PROJECTION") or "").lower()
+    scale = srs.GetLinearUnits()
+    if projection.startswith("mercator") or "pseudo_mercator" in projection:
+        scale *= math.cos(math.radians(ref_lat))  # Mercator's nominal metres shrink with latitude
+    return sx * scale, sy * scale
+
+
+def read_query(path: str | Path, ref_lat: float) -> QueryImage:
+    """Read a query image (GeoTIFF, or JPEG/PNG with a gsd sidecar) as RGB with a validity mask."""
+    path = Path(path)
+    try:
+        ds = gdal.Open(str(path))
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: not a readable image ({exc})") from None
+    gsd = sidecar_gsd(path)
+    gsd_xy = (gsd, gsd) if gsd is not None else raster_gsd(ds, ref_lat)
+    if gsd_xy is None:
+        raise ValueError(
+            f"{path}: no georeference to give its ground resolution; add {path.stem}.json "
+            'with {"gsd_m": <metres per pixel>}'
+        )
+    rgb, valid = _read_rgb(ds)
+    return QueryImage(path.stem, path, rgb, valid, gsd_xy)
+
+
+def _read_rgb(ds: gdal.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
+    alpha = [b for b in bands if b.GetColorInterpretation() == gdal.GCI_AlphaBand]
+    colour = [b for b in bands if b not in alpha][:3]
+    if not colour:
+        raise ValueError(f"{ds.GetDescription()}: no colour band")
+    while len(colour) < 3:
+        colour.append(colour[0])
+    data = np.stack([b.ReadAsArray() for b in colour], axis=-1).astype(np.float64)
+    valid = np.isfinite(data).all(axis=-1)
+    for i, band in enumerate(colour):
+        nodata = band.GetNoDataValue()
+        if nodata is not None:
+            valid &= data[..., i] != nodata
+    if alpha:
+        valid &= alpha[0].ReadAsArray() > 0
+    data[~valid] = 0
+    if colour[0].DataType != gdal.GDT_Byte:
+        data = _stretch_to_byte(data, valid)
+    return np.clip(data, 0, 255).astype(np.uint8), valid
+
+
+def _stretch_to_byte(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Linear 2–98 % stretch of non-byte imagery to 0–255."""
+    if not valid.any():
+        return np.zeros_like(data)
+    lo, hi = np.percentile(data[valid], [2, 98])
+    return (data - lo) * (255.0 / max(hi - lo, 1e-9))
+
+
+def plan_patches(
+    tile_ground_m: tuple[float, float],
+    gsd_m: tuple[float, float],
+    cut_th: float = 1.0,
+    stride_tiles: float = 1.0,
+) -> PatchPlan:
+    """Patch = ground footprint of one 3×3 gallery mosaic × `cut_th`, in query pixels.
+
+    The stride is `stride_tiles` gallery tiles on the ground (one tile: patches overlap by 2/3).
+    """
+    (tw, th), (gx, gy) = tile_ground_m, gsd_m
+    width, height = round(3 * tw * cut_th / gx), round(3 * th * cut_th / gy)
+    return PatchPlan(
+        width, height, max(1, round(stride_tiles * tw / gx)), max(1, round(stride_tiles * th / gy))
+    )
+
+
+def _starts(size: int, patch: int, stride: int) -> list[int]:
+    """Window origins on a regular grid; the last window ends flush with the image edge."""
+    last = size - patch
+    starts = list(range(0, last + 1, stride))
+    if starts[-1] != last:
+        starts.append(last)
+    return starts
+
+
+def cut_patches(query: QueryImage, plan: PatchPlan) -> tuple[pa.Table, list[np.ndarray]]:
+    """Regular grid of patches over the whole query, nodata-dominated ones dropped.
+
+    Returns a table (one row per kept patch: window, centre in pixels, centre offset from the
+    image centre in ground metres east/north) and the patch pixels with invalid pixels black.
+    """
+    if query.width < plan.width or query.height < plan.height:
+        raise ValueError(
+            f"query {query.name} is {query.width}×{query.height} px, smaller than one patch "
+            f"({plan.width}×{plan.height} px)"
+        )
+    rows, pixels = [], []
+    for y0 in _starts(query.height, plan.height, plan.stride_y):
+        for x0 in _starts(query.width, plan.width, plan.stride_x):
+            window = np.s_[y0 : y0 + plan.height, x0 : x0 + plan.width]
+            valid = float(query.valid[window].mean())
+            if valid < MIN_VALID_FRACTION:
+                continue
+            cx, cy = x0 + plan.width / 2, y0 + plan.height / 2
+            rows.append(
+                {
+                    "patch": len(rows),
+                    "x0": x0,
+                    "y0": y0,
+                    "width": plan.width,
+                    "height": plan.height,
+                    "cx": cx,
+                    "cy": cy,
+                    "east_m": (cx - query.width / 2) * query.gsd_m[0],
+                    "north_m": (query.height / 2 - cy) * query.gsd_m[1],
+                    "valid_fraction": valid,
+                }
+            )
+            pixels.append(query.rgb[window])
+    log.info("query %s: %d patches of %d×%d px", query.name, len(rows), plan.width, plan.height)
+    return pa.Table.from_pylist(rows, schema=PATCH_SCHEMA), pixels

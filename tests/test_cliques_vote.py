@@ -1,0 +1,83 @@
+"""Retrieval voting: patches' candidates shifted by their offsets agree on the true centre."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from rsloc_assets.cliques.vote import from_cliques, vote
+from rsloc_assets.geodesy import distance_m, offset_lonlat
+from rsloc_assets.grids import TileKey, get_grid, ground_size_m
+from rsloc_assets.records import Method
+
+GRID = get_grid("ge")
+Z = 15
+
+
+def synthetic_hits(seed: int, true_lon: float, true_lat: float, hit_rate: float):
+    """Patches on a 4×5 grid around the true centre; each finds its true tile with `hit_rate`."""
+    rng = np.random.default_rng(seed)
+    tile_m = ground_size_m(GRID, GRID.tile_at(true_lon, true_lat, Z))
+    east = (np.arange(4) - 1.5) * tile_m[0]
+    north = (np.arange(5) - 2.0) * tile_m[1]
+    ee, nn = (a.ravel() for a in np.meshgrid(east, north))
+    patches = pa.table({"east_m": ee, "north_m": nn})
+    rows = []
+    for p, (e, n) in enumerate(zip(ee, nn, strict=True)):
+        plon, plat = offset_lonlat(true_lon, true_lat, e, n)
+        true_tile = GRID.tile_at(float(plon), float(plat), Z)
+        tiles = [
+            TileKey(
+                Z,
+                true_tile.col + int(rng.integers(-40, 40)),
+                true_tile.row + int(rng.integers(-40, 40)),
+            )
+            for _ in range(30)
+        ]
+        if rng.random() < hit_rate:
+            tiles[int(rng.integers(0, 5))] = true_tile
+        for rank, t in enumerate(tiles):
+            lon, lat = GRID.centres(Z, np.array([t.col]), np.array([t.row]))
+            rows.append(
+                {"patch": p, "rank": rank, "lon": lon[0], "lat": lat[0], "score": 0.9 - rank * 0.01}
+            )
+    return pa.Table.from_pylist(rows), patches, tile_m
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vote_finds_the_true_centre_within_a_tile(seed):
+    true_lon, true_lat = 2.3512, 47.9123
+    cands, patches, tile_m = synthetic_hits(seed, true_lon, true_lat, hit_rate=0.6)
+    loc = vote("q", cands, patches, tile_m, (5000.0, 7000.0), vote_top=10)
+    assert loc.method == Method.RETRIEVAL_VOTE
+    error = float(distance_m(loc.centre_lon, loc.centre_lat, true_lon, true_lat))
+    assert error < max(tile_m)
+    assert 0.3 < loc.confidence <= 1.0
+    assert loc.support >= 6
+    assert len(loc.corners_lonlat) == 4
+
+
+def test_vote_fails_honestly_when_no_patch_finds_its_tile():
+    cands, patches, tile_m = synthetic_hits(3, 2.35, 47.9, hit_rate=0.0)
+    loc = vote("q", cands, patches, tile_m, (5000.0, 7000.0))
+    assert loc.confidence <= 0.25
+
+
+def test_no_candidates_is_not_localized():
+    cands, patches, tile_m = synthetic_hits(4, 2.35, 47.9, hit_rate=1.0)
+    loc = vote("q", cands.slice(0, 0), patches, tile_m, (5000.0, 7000.0))
+    assert loc.method == Method.NOT_LOCALIZED and loc.centre_lon is None
+
+
+def test_clique_members_vote_and_no_clique_is_none():
+    true_lon, true_lat = 2.3512, 47.9123
+    cands, patches, tile_m = synthetic_hits(5, true_lon, true_lat, hit_rate=0.7)
+    top_ranked = [r for r in range(cands.num_rows) if cands["rank"][r].as_py() < 5]
+    group = np.full(cands.num_rows, -1, dtype=np.int32)
+    group[top_ranked] = 0
+    group[[r for r in range(cands.num_rows) if r not in set(top_ranked)][:5]] = 1
+    nodes = cands.append_column("group", pa.array(group))
+    loc = from_cliques("q", nodes, patches, tile_m, (5000.0, 7000.0))
+    assert loc.method == Method.CLIQUE
+    assert float(distance_m(loc.centre_lon, loc.centre_lat, true_lon, true_lat)) < max(tile_m)
+    none = cands.append_column("group", pa.array(np.full(cands.num_rows, -1, dtype=np.int32)))
+    assert from_cliques("q", none, patches, tile_m, (5000.0, 7000.0)) is None

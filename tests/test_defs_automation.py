@@ -1,0 +1,46 @@
+"""The query sensor: a run for each new or changed query image, nothing otherwise."""
+
+import os
+
+import dagster as dg
+import pytest
+
+from rsloc_assets.defs import defs
+from rsloc_assets.defs.automation import new_query_files
+from rsloc_assets.defs.partitions import queries_partitions
+from rsloc_assets.defs.resources import RslocResource
+
+ASSETS = list(defs.assets)
+
+
+@pytest.fixture(scope="module")
+def small_world(small_layout):
+    return small_layout, RslocResource(data_dir=str(small_layout.root))
+
+
+def test_sensor_registers_new_and_changed_query_images(small_world, tmp_path):
+    layout, rsloc = small_world
+    instance = dg.DagsterInstance.ephemeral()
+    names = layout.query_names()
+
+    result = new_query_files(dg.build_sensor_context(instance=instance, resources={"rsloc": rsloc}))
+    assert sorted(r.partition_key for r in result.run_requests) == names
+    assert result.dynamic_partitions_requests[0].partition_keys == names
+    instance.add_dynamic_partitions(queries_partitions.name, names)
+
+    context = dg.build_sensor_context(
+        instance=instance, cursor=result.cursor, resources={"rsloc": rsloc}
+    )
+    assert isinstance(new_query_files(context), dg.SkipReason)
+
+    path = layout.query_file(names[0])
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    again = new_query_files(
+        dg.build_sensor_context(instance=instance, cursor=result.cursor, resources={"rsloc": rsloc})
+    )
+    assert [r.partition_key for r in again.run_requests] == [names[0]]
+    assert not again.dynamic_partitions_requests
+
+    empty = RslocResource(data_dir=str(tmp_path))
+    skip = new_query_files(dg.build_sensor_context(instance=instance, resources={"rsloc": empty}))
+    assert isinstance(skip, dg.SkipReason)

@@ -1,0 +1,99 @@
+"""Evaluation: truth from a rotated georeference, error, tile success and the paper's Acc."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from rsloc_assets.evaluation.metrics import QueryEvidence, score_query, stage_metrics, summarise
+from rsloc_assets.evaluation.report import summary_line
+from rsloc_assets.evaluation.truth import read_truth
+from rsloc_assets.geodesy import offset_lonlat
+from rsloc_assets.grids import get_grid
+from rsloc_assets.records import Localization, Method
+
+GRID = get_grid("ge")
+
+
+def loc_at(lon, lat, method=Method.VERIFIED):
+    return Localization("q", method, lon, lat, confidence=0.5)
+
+
+def evidence(final, patches=None, candidates=None, nodes=None, accepted=None):
+    patches = patches or pa.table(
+        {"cx": pa.array([], pa.float64()), "cy": pa.array([], pa.float64())}
+    )
+    candidates = candidates or pa.table(
+        {
+            "patch": pa.array([], pa.int64()),
+            "key": pa.array([], pa.string()),
+            "rank": pa.array([], pa.int64()),
+        }
+    )
+    nodes = nodes or candidates.append_column(
+        "group", pa.array([0] * candidates.num_rows, pa.int32())
+    )
+    stage2 = Localization("q", Method.CLIQUE)
+    return QueryEvidence(final, stage2, stage2, patches, candidates, nodes, accepted or {}, {})
+
+
+def test_score_success_and_acc(rotated_query):
+    truth = read_truth(rotated_query)
+    lon, lat = offset_lonlat(*truth.centre_lonlat, 300.0, 0.0)
+    near = score_query(evidence(loc_at(float(lon), float(lat))), truth, GRID, 15)
+    assert near.error_m == pytest.approx(300, rel=0.01)
+    assert near.within_1_tile and near.acc
+    lon, lat = offset_lonlat(*truth.centre_lonlat, 0.0, 2500.0)
+    far = score_query(evidence(loc_at(float(lon), float(lat))), truth, GRID, 15)
+    assert not far.within_1_tile and far.within_3_tiles
+    lon, lat = offset_lonlat(*truth.centre_lonlat, 0.0, 9000.0)
+    lost = score_query(evidence(loc_at(float(lon), float(lat))), truth, GRID, 15)
+    assert not lost.acc and not lost.within_3_tiles
+    missing = score_query(evidence(Localization("q", Method.NOT_LOCALIZED)), truth, GRID, 15)
+    assert missing.error_m is None and not missing.acc
+    s = summarise([near, far, lost, missing], total=5)
+    assert (s.evaluated, s.within_1_tile, s.within_3_tiles, s.acc) == (4, 1, 2, 1)
+    assert s.recall["verified@500"] == 0.25 and s.recall["verified@25"] == 0.0
+    assert summary_line(s).startswith("demo: 1/5 queries within 1 tile; median error ")
+
+
+def test_stage_metrics_score_each_stage_estimate(rotated_query):
+    """Retrieval lands 2.5 km off, cliques 300 m, verification on the spot: three different rows."""
+    truth = read_truth(rotated_query)
+    far = offset_lonlat(*truth.centre_lonlat, 0.0, 2500.0)
+    near = offset_lonlat(*truth.centre_lonlat, 300.0, 0.0)
+    ev = evidence(loc_at(*truth.centre_lonlat))
+    ev.retrieval = Localization("q", Method.RETRIEVAL_VOTE, float(far[0]), float(far[1]))
+    ev.stage2 = Localization("q", Method.CLIQUE, float(near[0]), float(near[1]))
+    score = score_query(ev, truth, GRID, 15)
+    lost = score_query(evidence(Localization("q", Method.NOT_LOCALIZED)), truth, GRID, 15)
+    rows = {row["stage"]: row for row in stage_metrics([score, lost])}
+    assert [rows[s]["localized"] for s in ("retrieval", "cliques", "verified")] == [1, 1, 1]
+    assert rows["retrieval"]["median_error_m"] == pytest.approx(2500, rel=0.01)
+    assert rows["retrieval"]["within_1_tile"] == 0.0 and rows["retrieval"]["within_3_tiles"] == 0.5
+    assert not score.retrieval_acc and score.cliques_acc and score.acc
+    assert rows["cliques"]["within_1_tile"] == 0.5 and rows["cliques"]["R@1<100m"] == 0.0
+    assert rows["verified"]["R@1<25m"] == 0.5 and rows["verified"]["p90_error_m"] < 1.0
+
+
+def test_corner_error_of_an_exact_footprint_is_zero(rotated_query):
+    truth = read_truth(rotated_query)
+    exact = Localization(
+        "q", Method.VERIFIED, *truth.centre_lonlat, corners_lonlat=truth.corners_lonlat
+    )
+    score = score_query(evidence(exact), truth, GRID, 15)
+    assert score.error_m == pytest.approx(0, abs=1e-6)
+    assert score.corner_error_m == pytest.approx(0, abs=1e-6)
+
+
+def test_patch_recall_and_funnel_count_the_true_tile(rotated_query):
+    truth = read_truth(rotated_query)
+    patches = pa.table({"cx": [200.0, 100.0], "cy": [150.0, 50.0]})
+    lon, lat = truth.pixel_to_lonlat(np.array([200.0]), np.array([150.0]))
+    true = GRID.tile_at(float(lon[0]), float(lat[0]), 15)
+    beside = f"15/{true.col + 1}/{true.row}"
+    cands = pa.table({"patch": [0, 0, 1], "key": ["15/0/0", true.key, "15/1/1"], "rank": [0, 1, 0]})
+    nodes = pa.table({"patch": [0, 1], "key": [beside, "15/1/1"], "group": [0, 0]})
+    ev = evidence(loc_at(*truth.centre_lonlat), patches, cands, nodes, accepted={0: true.key})
+    score = score_query(ev, truth, GRID, 15)
+    assert (score.recall_at_1, score.recall_at_10, score.recall_at_k) == (0.0, 0.5, 0.5)
+    assert (score.funnel_retrieval, score.funnel_cliques, score.funnel_verified) == (1, 1, 1)

@@ -1,0 +1,103 @@
+"""The data folder: typed artefacts round-trip, the atomic writer leaves nothing half-written, and
+files from before a format change are one-line errors."""
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rsloc_assets.grids import get_grid
+from rsloc_assets.layout import Layout, write_atomic
+from rsloc_assets.records import (
+    CANDIDATE_SCHEMA,
+    MANIFEST_SCHEMA,
+    MATCH_SCHEMA,
+    GalleryInfo,
+    Localization,
+    Method,
+    PatchMeta,
+    Stage,
+    Verification,
+)
+
+INFO = GalleryInfo(get_grid("ge"), 15, 47.9, (822.0, 1222.0), 325)
+
+
+def test_atomic_writer_replaces_whole_and_cleans_up_on_failure(tmp_path: Path):
+    path = tmp_path / "sub" / "a.txt"
+    write_atomic(path, lambda tmp: Path(tmp).write_text("one"))
+    write_atomic(path, lambda tmp: Path(tmp).write_text("two"))
+    assert path.read_text() == "two"
+
+    def fail(tmp: str) -> None:
+        Path(tmp).write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(path, fail)
+    assert path.read_text() == "two"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["a.txt"]
+
+
+def test_query_artefacts_round_trip(tmp_path: Path):
+    work = Layout(tmp_path).query("q001")
+    meta = PatchMeta("q001", 1500, 1700, (4.0, 4.0), "", INFO, 1.5)
+    work.write_patches(pa.table({"patch": pa.array([0, 1], pa.int32())}), meta)
+    table, read = work.patches()
+    assert read == meta and read.image_ground_m == (6000.0, 6800.0)
+    assert table["patch"].to_pylist() == [0, 1]
+
+    work.write_candidates(CANDIDATE_SCHEMA.empty_table(), 0.25)
+    assert work.candidates().schema.names == CANDIDATE_SCHEMA.names
+
+    vote = Localization("q001", Method.RETRIEVAL_VOTE, 2.3, 47.9, [(2.2, 48.0)], 0.5, 3, 6, 90.0)
+    clique = Localization("q001", Method.CLIQUE, 2.31, 47.91, support=4, patches=6)
+    work.write_localization(clique, vote)
+    assert work.localization(Stage.RETRIEVAL) == vote
+    assert work.localization() == clique
+    assert work.localization().method is Method.CLIQUE
+
+    assert work.verification() is None
+    record = Verification(clique, None, 6, 1, 3.0)
+    work.write_verification(record, MATCH_SCHEMA.empty_table(), None)
+    assert work.verification() == record and not work.verification().verified
+    work.write_verification(record, MATCH_SCHEMA.empty_table(), {"type": "FeatureCollection"})
+    assert work.footprint_path.is_file()
+    work.write_verification(record, MATCH_SCHEMA.empty_table(), None)
+    assert not work.footprint_path.exists()
+
+
+def test_manifest_keeps_the_gallery_facts(tmp_path: Path):
+    layout = Layout(tmp_path)
+    with pytest.raises(FileNotFoundError, match="materialize gallery_tiles first"):
+        layout.read_manifest()
+    layout.write_manifest(MANIFEST_SCHEMA.empty_table(), INFO)
+    table, info = layout.read_manifest()
+    assert info == INFO and table.schema.names == MANIFEST_SCHEMA.names
+
+
+def test_files_from_before_a_format_change_are_one_line_errors(tmp_path: Path):
+    layout = Layout(tmp_path)
+    layout.work.mkdir(parents=True)
+    pq.write_table(MANIFEST_SCHEMA.empty_table(), layout.manifest)
+    with pytest.raises(ValueError, match="rematerialize gallery_tiles"):
+        layout.read_manifest()
+    work = layout.query("q001")
+    work.folder.mkdir(parents=True)
+    pq.write_table(pa.table({"query": [0], "rank": [0]}), work.candidates_path)
+    with pytest.raises(ValueError, match="rematerialize candidates"):
+        work.candidates()
+
+
+def test_query_files_and_stamps(tmp_path: Path):
+    layout = Layout(tmp_path)
+    assert layout.query_names() == [] and layout.query_stamps() == {}
+    layout.queries.mkdir()
+    for name in ("b.tif", "a.PNG", "a.json", "notes.txt"):
+        (layout.queries / name).write_bytes(b"")
+    assert layout.query_names() == ["a", "b"]
+    assert layout.query_file("a").name == "a.PNG"
+    assert set(layout.query_stamps()) == {"a", "b"}
+    with pytest.raises(FileNotFoundError, match="no image named 'c'"):
+        layout.query_file("c")
