@@ -225,18 +225,24 @@ class Layout:
         """The gallery manifest, with the gallery facts every query step needs."""
         write_table(self.manifest, table, {"gallery": info.to_dict()})
 
-    def read_manifest(self) -> tuple[pa.Table, GalleryInfo]:
-        """The manifest and its gallery facts; a one-line error before `gallery_tiles` has run."""
+    def read_manifest(self, columns: list[str] | None = None) -> tuple[pa.Table, GalleryInfo]:
+        """The manifest (all or some columns) and its gallery facts; a one-line error before
+        `gallery_tiles` has run."""
+        info = self.gallery_info()
+        return pq.read_table(self.manifest, columns=columns), info
+
+    def gallery_info(self) -> GalleryInfo:
+        """The gallery facts kept with the manifest, read without reading its rows."""
         if not self.manifest.exists():
             raise FileNotFoundError(
                 f"no gallery manifest at {self.manifest}: materialize gallery_tiles first"
             )
-        table = pq.read_table(self.manifest)
-        if not table.schema.metadata or _META not in table.schema.metadata:
+        metadata = pq.read_schema(self.manifest).metadata or {}
+        if _META not in metadata:
             raise ValueError(
                 f"{self.manifest} predates its gallery facts: rematerialize gallery_tiles"
             )
-        return table, GalleryInfo.from_dict(table_meta(table)["gallery"])
+        return GalleryInfo.from_dict(json.loads(metadata[_META])["gallery"])
 
     def corrupt_tiles(self) -> dict[str, str]:
         """Tiles known corrupt at a time (key → time), so a refresh skips them until they change."""

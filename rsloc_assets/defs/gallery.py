@@ -43,7 +43,7 @@ def tile_embeddings(
     """3×3 mosaic embeddings of every tile in LanceDB; only new or changed tiles are embedded."""
     layout = rsloc.layout()
     encoder = rsloc.load_encoder()
-    _, info = layout.read_manifest()
+    info = layout.gallery_info()
     store = rsloc.store(encoder, info)
     result = refresh_tile_embeddings(
         layout, encoder, store, rsloc.batch_size, rsloc.index_min_rows, rsloc.index_kind

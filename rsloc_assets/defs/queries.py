@@ -20,7 +20,7 @@ def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
     """A query cut into gallery-mosaic-sized patches on a regular grid, each embedded."""
     name = context.partition_key
     layout = rsloc.layout()
-    _, info = layout.read_manifest()
+    info = layout.gallery_info()
     result = prepare_query(
         layout, name, info, rsloc.load_encoder(), rsloc.cut_th, rsloc.stride_tiles
     )
@@ -46,7 +46,7 @@ def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
 def candidates(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
     """Top-K gallery tiles for every patch of a query, with cosine scores."""
     layout = rsloc.layout()
-    _, info = layout.read_manifest()
+    info = layout.gallery_info()
     store = rsloc.store(rsloc.load_encoder(), info)
     result = find_candidates(layout, context.partition_key, store, rsloc.top_k)
     rows = result.table.num_rows

@@ -84,7 +84,7 @@ def verify_query(
     if order:
         query = read_query(layout.query_file(name), meta.gallery.ref_lat)
         keys = {c["key"] for cands in order.values() for c in cands}
-        manifest, _ = layout.read_manifest()
+        manifest, _ = layout.read_manifest(["key", "time"])
         with Gallery.open(layout.gallery) as gallery:
             mosaics = FeatureCache(layout.features, params).mosaics(gallery, manifest, keys)
         windows = patches.select(["x0", "y0", "width", "height"]).to_pylist()
