@@ -61,6 +61,7 @@ def tile_embeddings(
             "corrupt_skipped": len(report.corrupt),
             "corrupt_known": len(result.refresh.corrupt),
             "missing_neighbours": report.missing_neighbours,
+            "missing_tiles": len(report.missing_tiles),
             "jpeg_decodes": report.decoded,
             "seconds": round(report.seconds, 2),
             "tiles_per_s": round(report.tiles_per_s, 1),

@@ -53,6 +53,7 @@ class EmbedReport:
     embedded: int = 0
     corrupt: list[str] = field(default_factory=list)
     missing_neighbours: int = 0
+    missing_tiles: list[str] = field(default_factory=list)  # in the manifest, gone from the gallery
     decoded: int = 0
     seconds: float = 0.0
 
@@ -90,6 +91,7 @@ def embed_tiles(
         log.info("embedded %d/%d mosaics", report.embedded, len(refs))
     report.corrupt = list(stats.corrupt)
     report.missing_neighbours = stats.missing_neighbours
+    report.missing_tiles = list(stats.missing_centres)
     report.decoded = stats.decoded
     report.seconds = time.perf_counter() - start
     return report
