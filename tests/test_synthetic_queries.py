@@ -138,7 +138,9 @@ def test_clouds_cover_about_the_requested_fraction(tmp_path: Path):
 
 
 def test_bad_requests_fail_with_clear_errors(tmp_path: Path):
-    with pytest.raises(ValueError, match="unknown season"):
+    with pytest.raises(
+        ValueError, match=r"^unknown season 'winter': expected one of spring, summer, autumn$"
+    ):
         render(SPEC, "winter")
     with pytest.raises(ValueError, match="do not fit"):
         write_queries(SPEC, tmp_path, n=1, seed=0, size_m=(8000.0, 8000.0))
