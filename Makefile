@@ -12,7 +12,7 @@ RSLOC := $(VENV)/bin/rsloc
 QUERY_ASSETS := query_patches,candidates,cliques,localization,verified_localization
 
 .PHONY: setup demo test lint clean bench bench-clique bench-extraction bench-embedding bench-scale \
-	bench-real bench-report
+	bench-real bench-gallery-size bench-report
 
 setup: $(STAMPS)/gdal-python
 
@@ -59,7 +59,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: bench-clique bench-extraction bench-embedding bench-scale bench-real
+bench: bench-clique bench-extraction bench-embedding bench-scale bench-real bench-gallery-size
 	$(MAKE) bench-report
 
 bench-clique: setup
@@ -76,6 +76,10 @@ bench-scale: setup
 
 bench-real: setup
 	$(PY) -m bench.real
+
+# First run: builds and embeds a 30,000-tile atlas (cached in bench/.cache/gallery_size).
+bench-gallery-size: setup
+	LANCE_LOG=error $(PY) -m bench.gallery_size
 
 bench-report: setup
 	$(PY) -m bench.report

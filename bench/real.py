@@ -21,16 +21,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
-import dagster as dg
 import numpy as np
 import pyarrow.parquet as pq
 from osgeo import gdal
 
 from bench.common import timed, write_result
-from rsloc_assets.defs import defs
-from rsloc_assets.defs.partitions import queries_partitions
+from bench.graph import run_graph
 from rsloc_assets.defs.resources import RslocResource
-from rsloc_assets.evaluation.metrics import QueryScore, summarise
+from rsloc_assets.evaluation.metrics import QueryScore
 from rsloc_assets.evaluation.truth import read_truth
 from rsloc_assets.gallery.builder import build_gallery
 from rsloc_assets.geodesy import distance_m
@@ -40,8 +38,6 @@ from rsloc_assets.raster import crop_geotransform, rotated_crop, write_geotiff
 gdal.UseExceptions()
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-QUERY_ASSETS = ["query_patches", "candidates", "cliques", "localization", "verified_localization"]
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 NAIP_GALLERY_DATE = "20200831"
 DATASETS = ("rsloc", "naip")
 
@@ -190,29 +186,8 @@ def run_dataset(ds: Dataset, root: Path, seed: int) -> dict:
     )
     queries = ds.make_queries(layout.queries, np.random.default_rng(seed))
     rsloc = RslocResource(data_dir=str(root), gallery=str(layout.gallery))
-    instance = dg.DagsterInstance.ephemeral()
-    assets = list(defs.assets)
-
-    def materialize(selection: list[str], partition: str | None = None) -> float:
-        _, ms = timed(
-            lambda: dg.materialize(
-                assets,
-                selection=selection,
-                partition_key=partition,
-                resources={"rsloc": rsloc},
-                instance=instance,
-                run_config=QUIET,
-            )
-        )
-        return ms / 1e3
-
-    embed_s = materialize(["gallery_tiles", "tile_embeddings"])
-    instance.add_dynamic_partitions(queries_partitions.name, layout.query_names())
-    walls = [materialize(QUERY_ASSETS, name) for name in layout.query_names()]
-    materialize(["evaluation"])
-    rows = pq.read_table(layout.report.table).to_pylist()
-    scores = [QueryScore(**row) for row in rows]
-    summary = summarise(scores, len(queries))
+    run = run_graph(layout, rsloc)
+    scores, summary = run.scores, run.summary
     stage_s = summary.mean_seconds
     return {
         "dataset": ds.name,
@@ -224,7 +199,7 @@ def run_dataset(ds: Dataset, root: Path, seed: int) -> dict:
             "zoom": ds.zoom,
             "tiles": report.written,
             "build_s": build_ms / 1e3,
-            "embed_s": embed_s,
+            "embed_s": run.embed_s,
         },
         "queries": len(queries),
         "evaluated": summary.evaluated,
@@ -234,7 +209,7 @@ def run_dataset(ds: Dataset, root: Path, seed: int) -> dict:
         "median_corner_error_m": summary.median_corner_error_m,
         "chance_within_1_tile": chance_within_one_tile(layout, scores),
         "seconds_per_query": {**stage_s, "stages_total": sum(stage_s.values())},
-        "wall_s_per_query": statistics.fmean(walls) if walls else 0.0,
+        "wall_s_per_query": run.wall_s_per_query,
         "per_query": [asdict(s) for s in scores],
     }
 

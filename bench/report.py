@@ -137,6 +137,116 @@ def _plot_seconds(present: dict[str, dict], path: Path) -> None:
     _save(fig, path)
 
 
+GALLERY_SIZE_STAGE_COLUMNS = (
+    "stage",
+    "within_1_tile",
+    "acc",
+    "median_error_m",
+    "p90_error_m",
+    "R@1<25m",
+    "R@1<100m",
+    "R@1<500m",
+)
+
+
+def gallery_size_section(results: dict[str, dict], out: Path) -> list[str]:
+    """Accuracy per stage against gallery size, the 824,796-tile projection and its check."""
+    record = results.get("gallery_size")
+    if record is None:
+        return _missing("Gallery size", "`bench.gallery_size` has not run")
+    f = record["figures"]
+    atlas, q = f["atlas"], f["queries"]
+    lines = [
+        "## Gallery size: accuracy against the number of tiles",
+        "",
+        provenance(record),
+        "",
+        f"- Atlas: {atlas['worlds']} synthetic worlds of {atlas['world_km']:g} km at "
+        f"{atlas['gsd_m']:g} m/px ({', '.join(atlas['landscapes'])}), each tile at "
+        f"{len(atlas['dates'])} dates ({', '.join(s for _, s in atlas['dates'])}); nested "
+        "galleries are its first worlds.",
+        f"- Queries: {q['synthetic']} {q['season']} crops of {q['side_px'][0]}–{q['side_px'][1]} "
+        f"px drawn from worlds {q['worlds']}, the same for every gallery size.",
+        "",
+    ]
+    for row in sorted(f["sizes"], key=lambda r: (r["dataset"], r["tiles"])):
+        recall = ", ".join(f"@{k[3:]} {v:.2f}" for k, v in row["patch_recall"].items())
+        seconds = ", ".join(f"{k} {v:.1f}" for k, v in row["seconds_per_query"].items())
+        lines += [
+            f"### {row['tiles']:,} tiles, {row['dataset']} queries",
+            "",
+            f"Patch recall of the true tile or a neighbour: {recall}. "
+            f"Seconds per query: {seconds}.",
+            "",
+            md_table(
+                [{**r, "stage": STAGE_LABELS[r["stage"]]} for r in row["stages"]],
+                GALLERY_SIZE_STAGE_COLUMNS,
+            ),
+            "",
+        ]
+    proj = f["projection"]
+    target = proj["synthetic"]
+    lines += [
+        f"### Projection to {proj['target_tiles']:,} tiles",
+        "",
+        proj["method"],
+        "",
+        f"From {target['from_tiles']:,} tiles: patch recall@K {target['patch_recall_at_k']:.3f}; "
+        "within 1 tile "
+        + ", ".join(f"{STAGE_LABELS[k]} {v:.2f}" for k, v in target["within_1_tile"].items())
+        + ".",
+        "",
+    ]
+    if "check" in proj:
+        pred, meas = proj["check"]["predicted"], proj["check"]["measured"]
+        lines += [
+            f"Check: projected from {pred['from_tiles']:,} to {pred['tiles']:,} tiles against "
+            "what that gallery measured:",
+            "",
+            md_table(
+                [
+                    {
+                        "figure": "patch recall@K",
+                        "projected": pred["patch_recall_at_k"],
+                        "measured": meas["patch_recall_at_k"],
+                    },
+                    *(
+                        {
+                            "figure": f"within 1 tile, {STAGE_LABELS[k]}",
+                            "projected": v,
+                            "measured": meas["within_1_tile"][k],
+                        }
+                        for k, v in pred["within_1_tile"].items()
+                    ),
+                ]
+            ),
+            "",
+        ]
+    lines += ["![within one tile per stage against gallery size](gallery_size.png)", ""]
+    _plot_gallery_size(f["sizes"], out / "gallery_size.png")
+    return lines
+
+
+def _plot_gallery_size(sizes: list[dict], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for dataset in sorted({s["dataset"] for s in sizes}):
+        rows = sorted((s for s in sizes if s["dataset"] == dataset), key=lambda s: s["tiles"])
+        tiles = [r["tiles"] for r in rows]
+        for j, stage in enumerate(STAGE_LABELS):
+            share = [
+                next(x for x in r["stages"] if x["stage"] == stage)["within_1_tile"] for r in rows
+            ]
+            style = "-o" if dataset == "synthetic" else "--s"
+            ax.plot(tiles, share, style, color=f"C{j}", label=f"{STAGE_LABELS[stage]} ({dataset})")
+    ax.set_xscale("log")
+    ax.set_xlabel("gallery tiles")
+    ax.set_ylabel("share of queries within one tile")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    _save(fig, path)
+
+
 def scale_section(results: dict[str, dict], out: Path) -> list[str]:
     """Vector search at the paper's gallery size: LanceDB against exact torch search."""
     if "scale" not in results:
@@ -324,6 +434,7 @@ def write_report(folder: Path) -> Path:
         "measured by the benchmark named in its section (`make bench` runs them all).",
         "",
         *real_section(results, folder),
+        *gallery_size_section(results, folder),
         *scale_section(results, folder),
         *clique_section(results, folder),
         *extraction_section(results),

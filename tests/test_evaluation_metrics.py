@@ -4,11 +4,17 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from rsloc_assets.evaluation.metrics import QueryEvidence, score_query, stage_metrics, summarise
+from rsloc_assets.evaluation.metrics import (
+    QueryEvidence,
+    score_query,
+    stage_metrics,
+    summarise,
+    true_tile_ranks,
+)
 from rsloc_assets.evaluation.report import summary_line
 from rsloc_assets.evaluation.truth import read_truth
 from rsloc_assets.geodesy import offset_lonlat
-from rsloc_assets.grids import get_grid
+from rsloc_assets.grids import TileKey, get_grid
 from rsloc_assets.records import Localization, Method
 
 GRID = get_grid("ge")
@@ -97,3 +103,16 @@ def test_patch_recall_and_funnel_count_the_true_tile(rotated_query):
     score = score_query(ev, truth, GRID, 15)
     assert (score.recall_at_1, score.recall_at_10, score.recall_at_k) == (0.0, 0.5, 0.5)
     assert (score.funnel_retrieval, score.funnel_cliques, score.funnel_verified) == (1, 1, 1)
+
+
+def test_true_tile_ranks_with_and_without_neighbours():
+    true = [TileKey(15, 10, 10), TileKey(15, 50, 50), TileKey(15, 90, 90)]
+    cands = pa.table(
+        {
+            "patch": [0, 0, 0, 1, 1, 2],
+            "key": ["15/11/10", "15/10/10", "15/0/0", "15/0/0", "15/49/51", "15/92/90"],
+            "rank": [0, 1, 2, 0, 1, 0],
+        }
+    )
+    assert true_tile_ranks(true, cands).tolist() == [1, -1, -1]
+    assert true_tile_ranks(true, cands, neighbours=True).tolist() == [0, 1, -1]

@@ -7,7 +7,7 @@ import pytest
 from osgeo import gdal, osr
 
 from rsloc_assets.cli import main
-from rsloc_assets.gallery.builder import build_gallery
+from rsloc_assets.gallery.builder import TileBox, build_gallery, extract_tiles
 from rsloc_assets.gallery.reader import Gallery, TileRef, decode_tile
 from rsloc_assets.grids import TILE_PX, get_grid, ground_size_m, lonlat_to_mercator
 
@@ -251,3 +251,26 @@ def test_cli_builds_and_describes_a_gallery(tif, tmp_path, capsys):
     write_geotiff(plain, georeferenced=False)
     assert main(["gallery", "build", "--grid", "xyz", "--zoom", "15", str(plain), str(out)]) == 2
     assert "no georeference" in capsys.readouterr().err
+
+
+def test_extract_tiles_copies_every_time_inside_the_boxes(tmp_path):
+    src = tmp_path / "src.sqlite"
+    with sqlite3.connect(src) as conn:
+        conn.execute(
+            "CREATE TABLE ge_tiles(zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER,"
+            " time_ TEXT, tile_data BLOB)"
+        )
+        conn.executemany(
+            "INSERT INTO ge_tiles VALUES (15, ?, ?, ?, x'00')",
+            [(c, r, t) for c in range(10) for r in range(10) for t in ("2021", "2023")],
+        )
+    out = tmp_path / "out.sqlite"
+    boxes = [TileBox(15, (0, 2), (0, 1)), TileBox(15, (8, 9), (8, 9)), TileBox(14, (0, 9), (0, 9))]
+    assert extract_tiles(src, out, boxes) == 20
+    with Gallery.open(out) as g:
+        assert g.count(15) == 20 and g.times(15) == ["2021", "2023"]
+        assert {(t.col, t.row) for t in g.tiles(15)} == {
+            *((c, r) for c in range(3) for r in range(2)),
+            *((c, r) for c in (8, 9) for r in (8, 9)),
+        }
+    assert extract_tiles(src, out, boxes[:1]) == 12  # replaced whole, not appended

@@ -80,9 +80,34 @@ class QueryScore:
     seconds_verify: float
 
 
-def _true_tiles(truth: Truth, patches: pa.Table, grid: TileGrid, zoom: int) -> list[TileKey]:
+def patch_true_tiles(truth: Truth, patches: pa.Table, grid: TileGrid, zoom: int) -> list[TileKey]:
+    """The gallery tile under each patch's true centre."""
     lon, lat = truth.pixel_to_lonlat(patches["cx"].to_numpy(), patches["cy"].to_numpy())
     return [grid.tile_at(float(x), float(y), zoom) for x, y in zip(lon, lat, strict=True)]
+
+
+def _near(key: str, tile: TileKey) -> bool:
+    """The tile `key` is the true tile or one of its 8 neighbours (its mosaic holds the truth)."""
+    other = TileKey.parse(key)
+    return abs(other.col - tile.col) <= 1 and abs(other.row - tile.row) <= 1
+
+
+def true_tile_ranks(
+    true_tiles: Sequence[TileKey], candidates: pa.Table, neighbours: bool = False
+) -> np.ndarray:
+    """Each patch's best candidate rank of its true tile (or, with `neighbours`, of the true tile
+    or one of its 8 neighbours, whose mosaics hold the truth); -1 where none was retrieved."""
+    best = np.full(len(true_tiles), -1, dtype=np.int64)
+    for p, key, rank in zip(
+        candidates["patch"].to_pylist(),
+        candidates["key"].to_pylist(),
+        candidates["rank"].to_pylist(),
+        strict=True,
+    ):
+        hit = _near(key, true_tiles[p]) if neighbours else key == true_tiles[p].key
+        if hit and (best[p] < 0 or rank < best[p]):
+            best[p] = rank
+    return best
 
 
 def patch_recall(true_tiles: Sequence[TileKey], candidates: pa.Table) -> dict[str, float | None]:
@@ -90,28 +115,13 @@ def patch_recall(true_tiles: Sequence[TileKey], candidates: pa.Table) -> dict[st
     n = len(true_tiles)
     if n == 0:
         return {"recall_at_1": None, "recall_at_10": None, "recall_at_k": None}
-    true_keys = [t.key for t in true_tiles]
-    missing = np.iinfo(np.int64).max
-    best_rank = np.full(n, missing)
-    for p, key, rank in zip(
-        candidates["patch"].to_pylist(),
-        candidates["key"].to_pylist(),
-        candidates["rank"].to_pylist(),
-        strict=True,
-    ):
-        if key == true_keys[p]:
-            best_rank[p] = min(best_rank[p], rank)
+    ranks = true_tile_ranks(true_tiles, candidates)
+    found = ranks >= 0
     return {
-        "recall_at_1": float(np.sum(best_rank < 1) / n),
-        "recall_at_10": float(np.sum(best_rank < 10) / n),
-        "recall_at_k": float(np.sum(best_rank < missing) / n),
+        "recall_at_1": float(np.sum(found & (ranks < 1)) / n),
+        "recall_at_10": float(np.sum(found & (ranks < 10)) / n),
+        "recall_at_k": float(np.sum(found) / n),
     }
-
-
-def _near(key: str, tile: TileKey) -> bool:
-    """The tile `key` is the true tile or one of its 8 neighbours (its mosaic holds the truth)."""
-    other = TileKey.parse(key)
-    return abs(other.col - tile.col) <= 1 and abs(other.row - tile.row) <= 1
 
 
 def funnel(
@@ -163,8 +173,8 @@ def score_query(ev: QueryEvidence, truth: Truth, grid: TileGrid, zoom: int) -> Q
     if error is not None and len(loc.corners_lonlat) == 4:
         e, t = np.array(loc.corners_lonlat), np.array(truth.corners_lonlat)
         corners = float(np.mean(distance_m(e[:, 0], e[:, 1], t[:, 0], t[:, 1])))
-    true_tiles = _true_tiles(truth, ev.patches, grid, zoom)
-    f_retrieval, f_cliques, f_verified = funnel(true_tiles, ev.candidates, ev.nodes, ev.accepted)
+    tiles = patch_true_tiles(truth, ev.patches, grid, zoom)
+    f_retrieval, f_cliques, f_verified = funnel(tiles, ev.candidates, ev.nodes, ev.accepted)
     return QueryScore(
         query=loc.query,
         method=str(loc.method),
@@ -181,7 +191,7 @@ def score_query(ev: QueryEvidence, truth: Truth, grid: TileGrid, zoom: int) -> Q
         patches=ev.patches.num_rows,
         support=loc.support,
         confidence=loc.confidence,
-        **patch_recall(true_tiles, ev.candidates),
+        **patch_recall(tiles, ev.candidates),
         funnel_retrieval=f_retrieval,
         funnel_cliques=f_cliques,
         funnel_verified=f_verified,

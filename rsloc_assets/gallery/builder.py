@@ -16,6 +16,7 @@ import numpy as np
 from osgeo import gdal, osr
 
 from rsloc_assets.grids import TILE_PX, Bounds, TileGrid, TileKey, get_grid, tms_row
+from rsloc_assets.layout import write_atomic
 
 gdal.UseExceptions()
 osr.UseExceptions()
@@ -149,6 +150,48 @@ def build_gallery(
         conn.close()
     log.info("%s: %d %s z%d tiles written, %d sparse skipped", out, written, grid, zoom, skipped)
     return BuildReport(written, skipped, [s.path for s in sources], out)
+
+
+@dataclass(frozen=True)
+class TileBox:
+    """Tiles at one level with columns `cols` and grid rows `rows`, both inclusive."""
+
+    zoom: int
+    cols: tuple[int, int]
+    rows: tuple[int, int]
+
+
+def extract_tiles(src: str | Path, out: str | Path, boxes: Sequence[TileBox]) -> int:
+    """Write a new RSLoc gallery `out` (replaced whole) holding the `ge_tiles` rows of `src`, at
+    every time, inside `boxes`; returns the rows copied. For nested or regional sub-galleries."""
+    src, out = Path(src), Path(out)
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: no such gallery file")
+    where = " OR ".join(
+        "(zoom_level = ? AND tile_column BETWEEN ? AND ? AND tile_row BETWEEN ? AND ?)"
+        for _ in boxes
+    )
+    params = [v for b in boxes for v in (b.zoom, *b.cols, *b.rows)]
+    copied = 0
+
+    def write(tmp: str) -> None:
+        nonlocal copied
+        conn = _open_output(Path(tmp), get_grid("ge"))
+        try:
+            conn.execute("ATTACH DATABASE ? AS src", (str(src.resolve()),))
+            with conn:
+                cur = conn.execute(
+                    "INSERT INTO ge_tiles SELECT zoom_level, tile_column, tile_row, time_,"
+                    f" tile_data FROM src.ge_tiles WHERE {where or '0'}",
+                    params,
+                )
+                copied = cur.rowcount
+        finally:
+            conn.close()
+
+    write_atomic(out, write)
+    log.info("%s: %d tiles of %s in %d boxes", out, copied, src, len(boxes))
+    return copied
 
 
 def _open_source(path: Path, grid: TileGrid, zoom: int) -> _Source:

@@ -56,13 +56,19 @@ def write_queries(
     scale_range: tuple[float, float] = (0.95, 1.05),
     noise_sigma: float = 4.0,
     cloud_cover: tuple[float, float] = (0.0, 0.15),
+    size_range_m: tuple[float, float] | None = None,
+    prefix: str = "q",
 ) -> list[QueryTruth]:
-    """Cut `n` georeferenced query GeoTIFFs from the world on `season`, plus their `truth.json`.
+    """Cut `n` georeferenced query GeoTIFFs `<prefix>000.tif`… from the world on `season`, plus
+    their `truth.json`.
 
     Each query is rotated, rescaled, partly clouded, blurred and noised; its file carries its true
-    (rotated) geotransform. Poses depend only on `seed`, the spec, `size_m` and the two ranges.
+    (rotated) geotransform. Every query is `size_m` on the ground, or, with `size_range_m`, has
+    its width and height drawn from that range. Poses depend only on `seed`, the spec, the sizes
+    and the two ranges.
     """
-    if n < 0 or min(size_m) <= 0 or not 0 < scale_range[0] <= scale_range[1]:
+    sizes = size_range_m or size_m
+    if n < 0 or min(sizes) <= 0 or not 0 < scale_range[0] <= scale_range[1]:
         raise ValueError("need n >= 0, a positive size_m and 0 < scale_range[0] <= scale_range[1]")
     if not 0.0 <= cloud_cover[0] <= cloud_cover[1] <= 1.0:
         raise ValueError(f"cloud_cover must be an ordered pair in [0, 1], got {cloud_cover}")
@@ -72,24 +78,27 @@ def write_queries(
     g, gt_w = spec.gsd_m, spec.geotransform
     to_lonlat = Transformer.from_crs(spec.epsg, 4326, always_xy=True)
     pose_rng, look_rng = seeded_rng(seed, "query-poses"), seeded_rng(seed, "query-looks")
+    size_rng = seeded_rng(seed, "query-sizes")
     truths = []
     for i in range(n):
         scale = float(pose_rng.uniform(*scale_range))
         rot = float(pose_rng.uniform(-max_rotation_deg, max_rotation_deg))
-        qw, qh = round(size_m[0] / (g * scale)), round(size_m[1] / (g * scale))
+        ground = size_m if size_range_m is None else size_rng.uniform(*size_range_m, size=2)
+        qw, qh = round(ground[0] / (g * scale)), round(ground[1] / (g * scale))
         c, s = math.cos(math.radians(rot)), math.sin(math.radians(rot))
         half_w, half_h = qw * scale / 2, qh * scale / 2
         ex, ey = half_w * abs(c) + half_h * abs(s), half_w * abs(s) + half_h * abs(c)
         if 2 * ex + 4 > w or 2 * ey + 4 > h:
+            what = size_m if size_range_m is None else [round(float(v)) for v in ground]
             raise ValueError(
-                f"queries of {size_m} m do not fit in a {spec.width_m}×{spec.height_m} m world"
+                f"queries of {what} m do not fit in a {spec.width_m}×{spec.height_m} m world"
             )
         cx, cy = pose_rng.uniform(ex + 2, w - ex - 2), pose_rng.uniform(ey + 2, h - ey - 2)
         q, pose = rotated_crop(img, (cx, cy), (qw, qh), rot, scale, cv2.BORDER_REFLECT)
         cloud = float(look_rng.uniform(*cloud_cover))
         q = _degrade(q, look_rng, g * scale, noise_sigma, cloud)
         gt = crop_geotransform(gt_w, pose)
-        name = f"q{i:03d}"
+        name = f"{prefix}{i:03d}"
         path = write_geotiff(out_dir / f"{name}.tif", q, gt, spec.epsg)
         u = np.array([0.0, qw, qw, 0.0, qw / 2])
         v = np.array([0.0, 0.0, qh, qh, qh / 2])
@@ -113,7 +122,7 @@ def write_queries(
     records = [{**asdict(t), "path": t.path.name} for t in truths]
     doc = {"epsg": spec.epsg, "season": season, "world": asdict(spec), "queries": records}
     write_json(out_dir / "truth.json", doc)
-    log.info("wrote %d %s queries of %s m to %s", n, season, size_m, out_dir)
+    log.info("wrote %d %s queries of %s m to %s", n, season, sizes, out_dir)
     return truths
 
 

@@ -1,0 +1,387 @@
+"""Accuracy against gallery size (`make bench-gallery-size`).
+
+One synthetic atlas of ≥ 30,000 z15 tiles on RSLoc's geographic grid — many worlds of different
+seeds and landscapes, each tile at two dates (spring 2021, summer 2023) — is built once and
+cached; the nested galleries of ≈ 300, 3,000 and 30,000 tiles are its first worlds. The same
+autumn queries, drawn from the worlds of the smallest gallery, are localized in every gallery
+through the whole asset graph. With ../shared, the RSLoc TIFFs join the largest gallery as a
+further region and the `bench-real` RSLoc crops are searched there too.
+
+Embeddings are computed once, for the largest gallery, and copied into the smaller ones: the
+one-tile gap between worlds gives every tile the same 3×3 mosaic in each nested gallery.
+
+The projection to the paper's 824,796 tiles is `PROJECTION_METHOD`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import GALLERY_TILES, timed, write_result
+from bench.graph import run_graph
+from bench.real import SHARED_DATA, rsloc_crops
+from rsloc_assets.cliques.steps import default_clique_k
+from rsloc_assets.defs.resources import RslocResource
+from rsloc_assets.evaluation.metrics import (
+    patch_true_tiles,
+    stage_metrics,
+    true_tile_ranks,
+)
+from rsloc_assets.evaluation.truth import read_truth
+from rsloc_assets.gallery.builder import TileBox, build_gallery, extract_tiles
+from rsloc_assets.layout import Layout
+from rsloc_assets.records import Stage
+from rsloc_assets.retrieval.store import TileStore, table_name
+from rsloc_assets.synthetic.atlas import ZOOM, AtlasSpec, AtlasWorld, build_atlas, plan_atlas
+from rsloc_assets.synthetic.queries import write_queries
+
+CACHE = Path(__file__).resolve().parent / ".cache" / "gallery_size"
+SIZES = (300, 3_000, 30_000)
+RECALL_AT = (1, 10, 100)
+QUERY_SEASON = "autumn"  # the galleries hold spring and summer
+REAL_TIME = "2020"
+SYNTHETIC, REAL = "synthetic", "rsloc"
+PROJECTION_METHOD = (
+    "From each patch's measured rank r of its true tile (or a neighbour) among N tiles, the share"
+    " of distractors that outscore it is q = (r + 0.5) / N; among M tiles about Poisson(q·M) do,"
+    " so the patch stays in the top K with probability P(Poisson(q·M) < K). Patch recall@K at M"
+    " is the mean of that over patches (patches whose true tile was not in the top K at N count"
+    " as lost). A stage's within-1-tile at M is its value measured at N times the ratio of the"
+    " projected to the measured recall at the depth that stage reads (top vote_top for the vote,"
+    " top clique_k for the cliques, top K for verification), capped at 1. Checked by projecting"
+    " the second-largest gallery to the largest and comparing with what the largest measured."
+)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One run's settings: gallery sizes, the atlas, and how the synthetic queries are drawn."""
+
+    sizes: tuple[int, ...]
+    atlas: AtlasSpec
+    queries: int
+    query_px: tuple[int, int]
+    seed: int
+
+
+def nested(worlds: Sequence[AtlasWorld], tiles: int) -> list[AtlasWorld]:
+    """The first worlds expected to fill at least `tiles`."""
+    total, out = 0, []
+    for world in worlds:
+        if total >= tiles:
+            break
+        out.append(world)
+        total += world.tiles
+    return out
+
+
+def write_synthetic_queries(setup: Setup, worlds: Sequence[AtlasWorld], out: Path) -> list[Path]:
+    """The autumn queries, spread evenly over `worlds`, once: kept when already written."""
+    existing = sorted(out.glob("*.tif"))
+    if len(existing) == setup.queries:
+        return existing
+    for old in existing:
+        old.unlink()
+    per_world = [len(range(i, setup.queries, len(worlds))) for i in range(len(worlds))]
+    g = setup.atlas.gsd_m
+    for world, n in zip(worlds, per_world, strict=True):
+        with tempfile.TemporaryDirectory() as tmp:
+            truths = write_queries(
+                world.spec,
+                Path(tmp),
+                n=n,
+                seed=setup.seed * 1000 + world.index,
+                season=QUERY_SEASON,
+                max_rotation_deg=15.0,
+                scale_range=(0.95, 1.05),
+                cloud_cover=(0.0, 0.15),
+                size_range_m=(setup.query_px[0] * g, setup.query_px[1] * g),
+                prefix=f"w{world.index:03d}q",
+            )
+            out.mkdir(parents=True, exist_ok=True)
+            for truth in truths:
+                os.replace(truth.path, out / truth.path.name)
+    return sorted(out.glob("*.tif"))
+
+
+def link_queries(paths: Sequence[Path], layout: Layout) -> None:
+    """The same query files in a gallery's `queries/` (hard links: no copies on disk)."""
+    layout.queries.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        target = layout.queries / path.name
+        if not target.exists():
+            os.link(path, target)
+
+
+def seed_embeddings(
+    source: Layout, target: Layout, boxes: Sequence[TileBox], rsloc: RslocResource
+) -> int:
+    """Copy the largest gallery's stored embeddings of the tiles in `boxes` into `target`'s store,
+    so its `tile_embeddings` finds them up to date; returns the rows copied."""
+    encoder = rsloc.load_encoder()
+    name, dim = table_name(encoder.name, "ge", ZOOM), encoder.dim
+    rows = TileStore(source.lancedb, name, dim).to_arrow()
+    inside = np.zeros(rows.num_rows, dtype=bool)
+    col, row = rows["col"].to_numpy(), rows["row"].to_numpy()
+    for b in boxes:
+        inside |= (col >= b.cols[0]) & (col <= b.cols[1]) & (row >= b.rows[0]) & (row <= b.rows[1])
+    subset = rows.filter(inside)
+    TileStore(target.lancedb, name, dim).upsert(subset)
+    return subset.num_rows
+
+
+def patch_ranks(layout: Layout, names: Sequence[str]) -> np.ndarray:
+    """Every patch's best rank of its true tile or a neighbour (-1: not in its top K)."""
+    ranks = []
+    info = layout.gallery_info()
+    for name in names:
+        truth = read_truth(layout.query_file(name))
+        work = layout.query(name)
+        patches, _ = work.patches()
+        tiles = patch_true_tiles(truth, patches, info.grid, info.zoom)
+        ranks.append(true_tile_ranks(tiles, work.candidates(), neighbours=True))
+    return np.concatenate(ranks) if ranks else np.zeros(0, np.int64)
+
+
+def recall_at(ranks: np.ndarray, k: int) -> float | None:
+    """Share of patches whose true tile (or a neighbour) ranks in their top k."""
+    return float(np.mean((ranks >= 0) & (ranks < k))) if len(ranks) else None
+
+
+def projected_recall(ranks: np.ndarray, tiles: int, target: int, k: int) -> float | None:
+    """Patch recall@k among `target` tiles, projected from ranks measured among `tiles`
+    (`PROJECTION_METHOD`): P(Poisson(q·target) < k), q = (r + 0.5) / tiles, over patches."""
+    if not len(ranks):
+        return None
+    found = ranks[ranks >= 0].astype(np.float64)
+    lam = (found + 0.5) / tiles * target
+    keep = np.array([_poisson_cdf(k - 1, v) for v in lam])
+    return float(keep.sum() / len(ranks))
+
+
+def _poisson_cdf(k: int, lam: float) -> float:
+    """P(X ≤ k) for X ~ Poisson(lam), summed in log space (k up to a few thousand)."""
+    if lam == 0:
+        return 1.0
+    terms = np.arange(k + 1, dtype=np.float64)
+    log_pmf = terms * math.log(lam) - lam - np.cumsum(np.log(np.maximum(terms, 1.0)))
+    return float(min(1.0, np.exp(log_pmf).sum()))
+
+
+def stage_depths(tiles: int, rsloc: RslocResource) -> dict[str, int]:
+    """Candidates per patch each stage reads at a gallery size."""
+    return {
+        Stage.RETRIEVAL.value: rsloc.vote_top,
+        Stage.CLIQUES.value: rsloc.clique_k or default_clique_k(tiles),
+        Stage.VERIFIED.value: rsloc.top_k,
+    }
+
+
+def project(measured: dict, target: int, rsloc: RslocResource) -> dict:
+    """Patch recall@K and within-1-tile per stage at `target` tiles, from one measured size."""
+    ranks, tiles = np.asarray(measured["ranks"]), measured["tiles"]
+    at, now = stage_depths(target, rsloc), stage_depths(tiles, rsloc)
+    stages = {}
+    for row in measured["stages"]:
+        stage = row["stage"]
+        ratio_now = recall_at(ranks, now[stage]) or 0.0
+        ratio_then = projected_recall(ranks, tiles, target, at[stage]) or 0.0
+        scale = ratio_then / ratio_now if ratio_now else 0.0
+        stages[stage] = min(1.0, row["within_1_tile"] * scale)
+    return {
+        "from_tiles": tiles,
+        "tiles": target,
+        "patch_recall_at_k": projected_recall(ranks, tiles, target, rsloc.top_k),
+        "within_1_tile": stages,
+    }
+
+
+def measure(layout: Layout, rsloc: RslocResource, names: Sequence[str], scores: list) -> dict:
+    """Per-stage metrics, patch recall and the rank of every patch's true tile, for `names`."""
+    picked = [s for s in scores if s.query in set(names)]
+    ranks = patch_ranks(layout, [s.query for s in picked])
+    seconds = {
+        step: statistics.fmean(getattr(s, f"seconds_{step}") for s in picked) if picked else 0.0
+        for step in ("patches", "candidates", "cliques", "verify")
+    }
+    return {
+        "queries": len(picked),
+        "stages": stage_metrics(picked),
+        "patch_recall": {
+            **{f"at_{k}": recall_at(ranks, k) for k in RECALL_AT},
+            "at_k": recall_at(ranks, rsloc.top_k),
+        },
+        "seconds_per_query": seconds,
+        "ranks": ranks.tolist(),
+    }
+
+
+def add_real_region(shared: Path, layout: Layout, seed: int) -> list[str]:
+    """The RSLoc TIFFs as a further region of the gallery, and their `bench-real` crops as
+    queries; returns the query names (none without ../shared)."""
+    tiffs = sorted((shared / "rsloc").glob("test*/*.tif*"))
+    if not tiffs:
+        return []
+    build_gallery(tiffs, layout.gallery, grid="ge", zoom=ZOOM, time=REAL_TIME)
+    with tempfile.TemporaryDirectory() as tmp:
+        made = rsloc_crops(tiffs, Path(tmp), np.random.default_rng(seed), per_image=2)
+        for path in made:
+            os.replace(path, layout.queries / path.name)
+    return sorted(p.stem for p in made)
+
+
+def run(setup: Setup, cache: Path, shared: Path) -> dict:
+    """Build or reuse the atlas, run every gallery size, and gather the figures."""
+    atlas_file = cache / "atlas.sqlite"
+    report, atlas_ms = timed(lambda: build_atlas(setup.atlas, atlas_file))
+    worlds = plan_atlas(setup.atlas)
+    query_worlds = nested(worlds, min(setup.sizes))
+    queries = write_synthetic_queries(setup, query_worlds, cache / "queries")
+    synthetic = [p.stem for p in queries]
+    largest = max(setup.sizes)
+    source = Layout(cache / f"n{largest}")
+    rsloc_defaults = RslocResource()
+    sizes, measured = [], {}
+    for n in sorted(setup.sizes, reverse=True):
+        layout = Layout(cache / f"n{n}")
+        boxes = [TileBox(ZOOM, w.cols, w.rows) for w in nested(worlds, n)]
+        real: list[str] = []
+        if not layout.gallery.exists():
+            extract_tiles(atlas_file, layout.gallery, boxes)
+            if n == largest:
+                link_queries(queries, layout)
+                real = add_real_region(shared, layout, setup.seed)
+        link_queries(queries, layout)
+        if n == largest:
+            real = sorted(set(layout.query_names()) - set(synthetic))
+        rsloc = RslocResource(data_dir=str(layout.root))
+        if n != largest:
+            seed_embeddings(source, layout, boxes, rsloc)
+        graph = run_graph(layout, rsloc)
+        tiles = layout.read_manifest(["key"])[0].num_rows
+        for dataset, names in ((SYNTHETIC, synthetic), (REAL, real)):
+            if not names:
+                continue
+            figures = measure(layout, rsloc, names, graph.scores)
+            measured[(n, dataset)] = {"tiles": tiles, **figures}
+            sizes.append(
+                {
+                    "tiles": tiles,
+                    "nominal_tiles": n,
+                    "dataset": dataset,
+                    "worlds": len(boxes),
+                    "embed_s": graph.embed_s,
+                    "wall_s_per_query": graph.wall_s_per_query,
+                    **{k: v for k, v in figures.items() if k != "ranks"},
+                }
+            )
+    projection = {
+        "target_tiles": GALLERY_TILES,
+        "method": PROJECTION_METHOD,
+        "synthetic": project(measured[(largest, SYNTHETIC)], GALLERY_TILES, rsloc_defaults),
+    }
+    ordered = sorted(setup.sizes)
+    if len(ordered) >= 2:
+        check_from, check_to = ordered[-2], ordered[-1]
+        predicted = project(
+            measured[(check_from, SYNTHETIC)],
+            measured[(check_to, SYNTHETIC)]["tiles"],
+            rsloc_defaults,
+        )
+        actual = measured[(check_to, SYNTHETIC)]
+        projection["check"] = {
+            "predicted": predicted,
+            "measured": {
+                "tiles": actual["tiles"],
+                "patch_recall_at_k": actual["patch_recall"]["at_k"],
+                "within_1_tile": {r["stage"]: r["within_1_tile"] for r in actual["stages"]},
+            },
+        }
+    return {
+        "atlas": {
+            "worlds": len(worlds),
+            "tiles_expected": sum(w.tiles for w in worlds),
+            "world_km": setup.atlas.world_km,
+            "gsd_m": setup.atlas.gsd_m,
+            "landscapes": sorted({str(w.spec.landscape) for w in worlds}),
+            "dates": [list(d) for d in setup.atlas.dates],
+            "built_now": len(report.built),
+            "build_s": atlas_ms / 1e3,
+            "render_s": report.seconds["render"],
+            "tiles_s": report.seconds["tiles"],
+        },
+        "queries": {
+            "synthetic": len(synthetic),
+            "season": QUERY_SEASON,
+            "side_px": list(setup.query_px),
+            "worlds": [w.index for w in query_worlds],
+        },
+        "sizes": sizes,
+        "projection": projection,
+    }
+
+
+def summary_line(figures: dict) -> str:
+    """`gallery-size: tiles=<max N> retrieval=<w1> cliques=<w1> verified=<w1>
+    projected_recall_at_k=<x>` for the synthetic queries in the largest gallery."""
+    rows = [s for s in figures["sizes"] if s["dataset"] == SYNTHETIC]
+    top = max(rows, key=lambda s: s["tiles"])
+    w1 = {r["stage"]: r["within_1_tile"] for r in top["stages"]}
+    projected = figures["projection"]["synthetic"]["patch_recall_at_k"]
+    return (
+        f"gallery-size: tiles={top['tiles']} retrieval={w1['retrieval']:.2f}"
+        f" cliques={w1['cliques']:.2f} verified={w1['verified']:.2f}"
+        f" projected_recall_at_k={projected:.3f}"
+    )
+
+
+def _pair(text: str) -> tuple[int, int]:
+    lo, hi = (int(v) for v in text.split(","))
+    return lo, hi
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(prog="python -m bench.gallery_size", description=__doc__)
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="gallery sizes")
+    parser.add_argument("--queries", type=int, default=40, help="synthetic queries")
+    parser.add_argument("--query-px", type=_pair, default=(1500, 2600), help="side range, px")
+    parser.add_argument("--world-km", type=float, default=14.0, help="side of each world")
+    parser.add_argument("--gsd-m", type=float, default=4.0, help="metres per pixel of the worlds")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=CACHE, help="atlas, galleries, embeddings")
+    parser.add_argument("--shared", type=Path, default=SHARED_DATA, help="the shared data folder")
+    parser.add_argument("--results-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    sizes = tuple(sorted(int(v) for v in args.sizes.split(",")))
+    setup = Setup(
+        sizes=sizes,
+        atlas=AtlasSpec(
+            tiles=max(sizes),
+            seed=args.seed + 1,
+            world_km=args.world_km,
+            gsd_m=args.gsd_m,
+            west=-6.0,  # Spain: clear of the RSLoc imagery over France
+            south=38.0,
+        ),
+        queries=args.queries,
+        query_px=args.query_px,
+        seed=args.seed,
+    )
+    figures = run(setup, args.cache, args.shared)
+    write_result("gallery_size", figures, args.results_dir)
+    line = summary_line(figures)
+    print(line)
+    return line
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""The whole asset graph on one data folder, in process on an ephemeral Dagster instance, as a
+user's `dagster asset materialize` runs would: gallery, every query partition, evaluation."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from bench.common import timed
+from rsloc_assets.defs import defs
+from rsloc_assets.defs.partitions import queries_partitions
+from rsloc_assets.defs.resources import RslocResource
+from rsloc_assets.evaluation.metrics import QueryScore, Summary, summarise
+from rsloc_assets.layout import Layout
+
+QUERY_ASSETS = ["query_patches", "candidates", "cliques", "localization", "verified_localization"]
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass(frozen=True)
+class GraphRun:
+    """Seconds of the gallery assets and of each query's run, and the evaluation's scores."""
+
+    embed_s: float
+    wall_s_per_query: float
+    scores: list[QueryScore]
+    summary: Summary
+
+
+def run_graph(layout: Layout, rsloc: RslocResource) -> GraphRun:
+    """Materialize the gallery assets, each query partition, then `evaluation`."""
+    instance = dg.DagsterInstance.ephemeral()
+    assets = list(defs.assets)
+
+    def materialize(selection: list[str], partition: str | None = None) -> float:
+        _, ms = timed(
+            lambda: dg.materialize(
+                assets,
+                selection=selection,
+                partition_key=partition,
+                resources={"rsloc": rsloc},
+                instance=instance,
+                run_config=QUIET,
+            )
+        )
+        return ms / 1e3
+
+    embed_s = materialize(["gallery_tiles", "tile_embeddings"])
+    names = layout.query_names()
+    instance.add_dynamic_partitions(queries_partitions.name, names)
+    walls = [materialize(QUERY_ASSETS, name) for name in names]
+    materialize(["evaluation"])
+    scores = [QueryScore(**row) for row in pq.read_table(layout.report.table).to_pylist()]
+    wall = statistics.fmean(walls) if walls else 0.0
+    return GraphRun(embed_s, wall, scores, summarise(scores, len(names)))
