@@ -16,12 +16,13 @@ The projection to the paper's 824,796 tiles is `PROJECTION_METHOD`.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import shutil
 import statistics
-import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ from rsloc_assets.evaluation.metrics import (
 )
 from rsloc_assets.evaluation.truth import read_truth
 from rsloc_assets.gallery.builder import TileBox, build_gallery, extract_tiles
-from rsloc_assets.layout import Layout
+from rsloc_assets.layout import Layout, write_json
 from rsloc_assets.records import Stage
 from rsloc_assets.retrieval.store import TileStore, table_name
 from rsloc_assets.synthetic.atlas import ZOOM, AtlasSpec, AtlasWorld, build_atlas, plan_atlas
@@ -48,17 +49,20 @@ CACHE = Path(__file__).resolve().parent / ".cache" / "gallery_size"
 SIZES = (300, 3_000, 30_000)
 RECALL_AT = (1, 10, 100)
 QUERY_SEASON = "autumn"  # the galleries hold spring and summer
-REAL_TIME = "2020"
+REAL_TIME = "rsloc"  # the time bench.real gives the same tiles
+REAL_TIFFS = "test*/*.tiff"  # bench.real's RSLoc query TIFFs
+STAMP = "setup.json"
 SYNTHETIC, REAL = "synthetic", "rsloc"
 PROJECTION_METHOD = (
-    "From each patch's measured rank r of its true tile (or a neighbour) among N tiles, the share"
-    " of distractors that outscore it is q = (r + 0.5) / N; among M tiles about Poisson(q·M) do,"
-    " so the patch stays in the top K with probability P(Poisson(q·M) < K). Patch recall@K at M"
-    " is the mean of that over patches (patches whose true tile was not in the top K at N count"
-    " as lost). A stage's within-1-tile at M is its value measured at N times the ratio of the"
-    " projected to the measured recall at the depth that stage reads (top vote_top for the vote,"
-    " top clique_k for the cliques, top K for verification), capped at 1. Checked by projecting"
-    " the second-largest gallery to the largest and comparing with what the largest measured."
+    "From each patch's measured rank r of its true tile (or a neighbour) among N tiles: r tiles"
+    " outscore it, and each of the M − N tiles a gallery of M adds does so with probability"
+    " q = (r + 0.5) / N, so the patch stays in the top K with probability"
+    " P(Poisson(q·(M − N)) < K − r) (exact at M = N). Patch recall@K at M is the mean of that"
+    " over patches (patches whose true tile was not in the top K at N count as lost). A stage's"
+    " within-1-tile at M is its value measured at N times the ratio of the projected to the"
+    " measured recall at the depth that stage reads (top vote_top for the vote, top clique_k for"
+    " the cliques and for verification, which tries clique members), capped at 1. Checked by"
+    " projecting the second-largest gallery to the largest and comparing with what it measured."
 )
 
 
@@ -85,41 +89,88 @@ def nested(worlds: Sequence[AtlasWorld], tiles: int) -> list[AtlasWorld]:
 
 
 def write_synthetic_queries(setup: Setup, worlds: Sequence[AtlasWorld], out: Path) -> list[Path]:
-    """The autumn queries, spread evenly over `worlds`, once: kept when already written."""
-    existing = sorted(out.glob("*.tif"))
-    if len(existing) == setup.queries:
-        return existing
-    for old in existing:
-        old.unlink()
+    """The autumn queries, spread evenly over `worlds`; kept while their setup is unchanged."""
+    stamp = {
+        "queries": setup.queries,
+        "px": list(setup.query_px),
+        "seed": setup.seed,
+        "worlds": [_plain(asdict(w.spec)) for w in worlds],
+    }
+    if _stamped(out, stamp):
+        return sorted(out.glob("*.tif"))
+    _clear(out)
     per_world = [len(range(i, setup.queries, len(worlds))) for i in range(len(worlds))]
     g = setup.atlas.gsd_m
     for world, n in zip(worlds, per_world, strict=True):
-        with tempfile.TemporaryDirectory() as tmp:
-            truths = write_queries(
-                world.spec,
-                Path(tmp),
-                n=n,
-                seed=setup.seed * 1000 + world.index,
-                season=QUERY_SEASON,
-                max_rotation_deg=15.0,
-                scale_range=(0.95, 1.05),
-                cloud_cover=(0.0, 0.15),
-                size_range_m=(setup.query_px[0] * g, setup.query_px[1] * g),
-                prefix=f"w{world.index:03d}q",
-            )
-            out.mkdir(parents=True, exist_ok=True)
-            for truth in truths:
-                os.replace(truth.path, out / truth.path.name)
+        write_queries(
+            world.spec,
+            out / f"w{world.index:03d}",
+            n=n,
+            seed=setup.seed * 1000 + world.index,
+            season=QUERY_SEASON,
+            max_rotation_deg=15.0,
+            scale_range=(0.95, 1.05),
+            cloud_cover=(0.0, 0.15),
+            size_range_m=(setup.query_px[0] * g, setup.query_px[1] * g),
+            prefix=f"w{world.index:03d}q",
+        )
+        for tif in (out / f"w{world.index:03d}").glob("*.tif"):
+            os.replace(tif, out / tif.name)
+    write_json(out / STAMP, stamp)
     return sorted(out.glob("*.tif"))
 
 
-def link_queries(paths: Sequence[Path], layout: Layout) -> None:
-    """The same query files in a gallery's `queries/` (hard links: no copies on disk)."""
+def write_real_queries(tiffs: Sequence[Path], out: Path, seed: int) -> list[Path]:
+    """`bench-real`'s RSLoc crops (2 per TIFF); kept while their setup is unchanged."""
+    stamp = {"tiffs": [p.name for p in tiffs], "seed": seed}
+    if not tiffs:
+        return []
+    if not _stamped(out, stamp):
+        _clear(out)
+        rsloc_crops(list(tiffs), out, np.random.default_rng(seed), per_image=2)
+        write_json(out / STAMP, stamp)
+    return sorted(out.glob("*.tif"))
+
+
+def _stamped(folder: Path, stamp: dict) -> bool:
+    path = folder / STAMP
+    return path.exists() and json.loads(path.read_text()) == stamp
+
+
+def _clear(folder: Path) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+
+
+def _plain(record: dict) -> dict:
+    return json.loads(json.dumps(record))
+
+
+def sync_queries(paths: Sequence[Path], layout: Layout) -> None:
+    """A gallery's `queries/` holds exactly `paths`, as hard links (no copies on disk)."""
     layout.queries.mkdir(parents=True, exist_ok=True)
-    for path in paths:
-        target = layout.queries / path.name
-        if not target.exists():
-            os.link(path, target)
+    wanted = {p.name: p for p in paths}
+    for present in layout.queries.iterdir():
+        if present.name not in wanted:
+            present.unlink()
+    for name, path in wanted.items():
+        target = layout.queries / name
+        if target.exists() and os.path.samefile(target, path):
+            continue
+        target.unlink(missing_ok=True)
+        os.link(path, target)
+
+
+def build_nested_gallery(
+    atlas: Path, out: Path, boxes: Sequence[TileBox], real_tiffs: Sequence[Path]
+) -> None:
+    """The atlas's tiles inside `boxes`, plus the real TIFFs as a further region, written whole."""
+    part = out.with_name(out.name + ".part")
+    extract_tiles(atlas, part, boxes)
+    if real_tiffs:
+        build_gallery(list(real_tiffs), part, grid="ge", zoom=ZOOM, time=REAL_TIME)
+    os.replace(part, out)
 
 
 def seed_embeddings(
@@ -158,14 +209,14 @@ def recall_at(ranks: np.ndarray, k: int) -> float | None:
 
 
 def projected_recall(ranks: np.ndarray, tiles: int, target: int, k: int) -> float | None:
-    """Patch recall@k among `target` tiles, projected from ranks measured among `tiles`
-    (`PROJECTION_METHOD`): P(Poisson(q·target) < k), q = (r + 0.5) / tiles, over patches."""
+    """Patch recall@k among `target` ≥ `tiles` tiles, projected from ranks measured among
+    `tiles` (`PROJECTION_METHOD`): P(Poisson(q·(target − tiles)) < k − r), over patches."""
     if not len(ranks):
         return None
-    found = ranks[ranks >= 0].astype(np.float64)
-    lam = (found + 0.5) / tiles * target
-    keep = np.array([_poisson_cdf(k - 1, v) for v in lam])
-    return float(keep.sum() / len(ranks))
+    found = ranks[(ranks >= 0) & (ranks < k)].astype(np.float64)
+    lam = (found + 0.5) / tiles * max(target - tiles, 0)
+    keep = [_poisson_cdf(int(k - 1 - r), v) for r, v in zip(found, lam, strict=True)]
+    return float(np.sum(keep) / len(ranks))
 
 
 def _poisson_cdf(k: int, lam: float) -> float:
@@ -182,7 +233,7 @@ def stage_depths(tiles: int, rsloc: RslocResource) -> dict[str, int]:
     return {
         Stage.RETRIEVAL.value: rsloc.vote_top,
         Stage.CLIQUES.value: rsloc.clique_k or default_clique_k(tiles),
-        Stage.VERIFIED.value: rsloc.top_k,
+        Stage.VERIFIED.value: rsloc.clique_k or default_clique_k(tiles),
     }
 
 
@@ -225,20 +276,6 @@ def measure(layout: Layout, rsloc: RslocResource, names: Sequence[str], scores: 
     }
 
 
-def add_real_region(shared: Path, layout: Layout, seed: int) -> list[str]:
-    """The RSLoc TIFFs as a further region of the gallery, and their `bench-real` crops as
-    queries; returns the query names (none without ../shared)."""
-    tiffs = sorted((shared / "rsloc").glob("test*/*.tif*"))
-    if not tiffs:
-        return []
-    build_gallery(tiffs, layout.gallery, grid="ge", zoom=ZOOM, time=REAL_TIME)
-    with tempfile.TemporaryDirectory() as tmp:
-        made = rsloc_crops(tiffs, Path(tmp), np.random.default_rng(seed), per_image=2)
-        for path in made:
-            os.replace(path, layout.queries / path.name)
-    return sorted(p.stem for p in made)
-
-
 def run(setup: Setup, cache: Path, shared: Path) -> dict:
     """Build or reuse the atlas, run every gallery size, and gather the figures."""
     atlas_file = cache / "atlas.sqlite"
@@ -247,6 +284,8 @@ def run(setup: Setup, cache: Path, shared: Path) -> dict:
     query_worlds = nested(worlds, min(setup.sizes))
     queries = write_synthetic_queries(setup, query_worlds, cache / "queries")
     synthetic = [p.stem for p in queries]
+    real_tiffs = sorted((shared / "rsloc").glob(REAL_TIFFS))
+    real_queries = write_real_queries(real_tiffs, cache / "real_queries", setup.seed)
     largest = max(setup.sizes)
     source = Layout(cache / f"n{largest}")
     rsloc_defaults = RslocResource()
@@ -254,15 +293,10 @@ def run(setup: Setup, cache: Path, shared: Path) -> dict:
     for n in sorted(setup.sizes, reverse=True):
         layout = Layout(cache / f"n{n}")
         boxes = [TileBox(ZOOM, w.cols, w.rows) for w in nested(worlds, n)]
-        real: list[str] = []
+        real = [p.stem for p in real_queries] if n == largest else []
         if not layout.gallery.exists():
-            extract_tiles(atlas_file, layout.gallery, boxes)
-            if n == largest:
-                link_queries(queries, layout)
-                real = add_real_region(shared, layout, setup.seed)
-        link_queries(queries, layout)
-        if n == largest:
-            real = sorted(set(layout.query_names()) - set(synthetic))
+            build_nested_gallery(atlas_file, layout.gallery, boxes, real_tiffs if real else [])
+        sync_queries([*queries, *(real_queries if real else [])], layout)
         rsloc = RslocResource(data_dir=str(layout.root))
         if n != largest:
             seed_embeddings(source, layout, boxes, rsloc)
@@ -337,10 +371,11 @@ def summary_line(figures: dict) -> str:
     top = max(rows, key=lambda s: s["tiles"])
     w1 = {r["stage"]: r["within_1_tile"] for r in top["stages"]}
     projected = figures["projection"]["synthetic"]["patch_recall_at_k"]
+    shown = "n/a" if projected is None else f"{projected:.3f}"
     return (
         f"gallery-size: tiles={top['tiles']} retrieval={w1['retrieval']:.2f}"
         f" cliques={w1['cliques']:.2f} verified={w1['verified']:.2f}"
-        f" projected_recall_at_k={projected:.3f}"
+        f" projected_recall_at_k={shown}"
     )
 
 

@@ -45,6 +45,10 @@ def _save(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _missing(title: str, why: str) -> list[str]:
     return [f"## {title}", "", f"Not measured: {why}.", ""]
 
@@ -170,7 +174,7 @@ def gallery_size_section(results: dict[str, dict], out: Path) -> list[str]:
         "",
     ]
     for row in sorted(f["sizes"], key=lambda r: (r["dataset"], r["tiles"])):
-        recall = ", ".join(f"@{k[3:]} {v:.2f}" for k, v in row["patch_recall"].items())
+        recall = ", ".join(f"@{k[3:]} {_fmt(v)}" for k, v in row["patch_recall"].items())
         seconds = ", ".join(f"{k} {v:.1f}" for k, v in row["seconds_per_query"].items())
         lines += [
             f"### {row['tiles']:,} tiles, {row['dataset']} queries",
@@ -191,9 +195,9 @@ def gallery_size_section(results: dict[str, dict], out: Path) -> list[str]:
         "",
         proj["method"],
         "",
-        f"From {target['from_tiles']:,} tiles: patch recall@K {target['patch_recall_at_k']:.3f}; "
-        "within 1 tile "
-        + ", ".join(f"{STAGE_LABELS[k]} {v:.2f}" for k, v in target["within_1_tile"].items())
+        f"From {target['from_tiles']:,} tiles: patch recall@K {_fmt(target['patch_recall_at_k'])};"
+        " within 1 tile "
+        + ", ".join(f"{STAGE_LABELS[k]} {_fmt(v)}" for k, v in target["within_1_tile"].items())
         + ".",
         "",
     ]

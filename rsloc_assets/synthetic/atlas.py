@@ -1,10 +1,12 @@
 """A large synthetic gallery: many worlds of different seeds and landscapes side by side on
 RSLoc's geographic grid, built one world at a time into one `ge_tiles` SQLite at several dates.
 
-Memory is bounded by one world (its geometry, one render and its GeoTIFF), whatever the atlas's
-size. Worlds are laid out in rows with a one-tile gap, so no tile is shared by two worlds and
-each world's tiles lie in its own column/row box: the first k worlds make a smaller gallery.
-Progress is stamped beside the SQLite, so an interrupted build resumes where it stopped.
+Memory is bounded by two worlds' geometry (`landscape.world` caches two), one render and one
+GeoTIFF, whatever the atlas's size. Worlds are laid out in rows with a one-tile gap: grid
+convergence tilts a world's edge at most ~230 m into the gap here, under the builder's half-tile
+coverage threshold, so no tile is shared by two worlds, each world's tiles lie in its own
+column/row box, and the first k worlds make a smaller gallery with the same mosaics. Progress is
+stamped beside the SQLite, so an interrupted build resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def plan_atlas(spec: AtlasSpec) -> list[AtlasWorld]:
             tile_w, tile_h = ground_size_m(
                 GRID, GRID.tile_at(world.centre_lon, world.centre_lat, ZOOM)
             )
-            tiles = round(world.width_m * world.height_m / (tile_w * tile_h))
+            tiles = max(1, round(world.width_m * world.height_m / (tile_w * tile_h)))
             worlds.append(AtlasWorld(len(worlds), world, cols, rows, tiles))
             total += tiles
             lon_west = (cols[1] + 2) * size_deg - 180.0  # one empty tile column between worlds
@@ -150,11 +152,11 @@ def build_atlas(spec: AtlasSpec, out: Path, scratch: Path | None = None) -> Atla
     wanted = {"spec": _plain(asdict(spec)), "worlds": [_world_record(w) for w in worlds]}
     path = stamp_path(out)
     stamp = json.loads(path.read_text()) if path.exists() else {}
-    if stamp and {k: stamp.get(k) for k in wanted} != wanted:
+    if stamp and out.exists() and {k: stamp.get(k) for k in wanted} != wanted:
         raise ValueError(f"{out} holds another atlas: delete it and {path.name} first")
-    if not stamp and out.exists():
+    if out.exists() and not stamp:
         raise ValueError(f"{out} exists but is not an atlas this code built: delete it first")
-    done = set(stamp.get("done", []))
+    done = set(stamp.get("done", [])) if out.exists() else set()
     report = AtlasReport(len(worlds))
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         for world in worlds:
