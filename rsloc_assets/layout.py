@@ -106,6 +106,7 @@ class QueryWork:
         return self.folder / "footprint.geojson"
 
     def write_patches(self, table: pa.Table, meta: PatchMeta) -> None:
+        """The patch table with embeddings, and the query-level record in its metadata."""
         write_table(self.patches_path, table, meta.to_dict())
 
     def patches(self) -> tuple[pa.Table, PatchMeta]:
@@ -114,12 +115,15 @@ class QueryWork:
         return table, PatchMeta.from_dict(table_meta(table))
 
     def write_candidates(self, table: pa.Table, seconds: float) -> None:
+        """Each patch's top-K tiles, with the search step's seconds in the metadata."""
         write_table(self.candidates_path, table, {"seconds": seconds})
 
     def candidates(self) -> pa.Table:
+        """Each patch's top-K tiles (`CANDIDATE_SCHEMA`)."""
         return _read_patch_table(self.candidates_path, "candidates")
 
     def write_nodes(self, table: pa.Table, summary: CliqueSummary) -> None:
+        """The clique graph's nodes, with the stage's summary in the metadata."""
         write_table(self.nodes_path, table, asdict(summary))
 
     def nodes(self) -> pa.Table:
@@ -155,6 +159,7 @@ class QueryWork:
         return Verification.from_dict(json.loads(self.verification_path.read_text()))
 
     def matches(self) -> pa.Table:
+        """One row per patch/candidate pair verification tried (`MATCH_SCHEMA`)."""
         return pq.read_table(self.matches_path)
 
 
@@ -251,6 +256,7 @@ class Layout:
         return json.loads(self.embedding_state.read_text())["corrupt"]
 
     def write_corrupt_tiles(self, corrupt: dict[str, str]) -> None:
+        """Record the tiles known corrupt (key → time)."""
         write_json(self.embedding_state, {"corrupt": corrupt})
 
     def query(self, name: str) -> QueryWork:

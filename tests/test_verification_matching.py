@@ -170,7 +170,7 @@ def test_mac_keeps_only_inliers_among_40_percent_outliers():
 def test_clique_limit_degrades_to_a_rejection(renders, caplog):
     patch, mosaic, _ = make_pair(renders, (1000, 1000), 15.0, 0.85)
     params = VerifyParams(max_clique_steps=1)
-    with caplog.at_level(logging.WARNING, logger="rsloc_assets.verify"):
+    with caplog.at_level(logging.WARNING, logger="rsloc_assets.verification.matching"):
         m = match_patch(patch, mosaic, params)
     assert (m.accepted, m.reason) == (False, "no consistent clique")
     assert "clique search limited" in caplog.text
