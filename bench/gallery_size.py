@@ -20,7 +20,6 @@ import json
 import math
 import os
 import shutil
-import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,14 +33,13 @@ from rsloc_assets.cliques.steps import default_clique_k
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.evaluation.metrics import (
     patch_true_tiles,
-    stage_metrics,
+    summarise,
     true_tile_ranks,
 )
 from rsloc_assets.evaluation.truth import read_truth
 from rsloc_assets.gallery.builder import TileBox, build_gallery, extract_tiles
 from rsloc_assets.layout import Layout, write_json
 from rsloc_assets.records import Stage
-from rsloc_assets.retrieval.store import TileStore, table_name
 from rsloc_assets.synthetic.atlas import ZOOM, AtlasSpec, AtlasWorld, build_atlas, plan_atlas
 from rsloc_assets.synthetic.queries import write_queries
 
@@ -178,15 +176,14 @@ def seed_embeddings(
 ) -> int:
     """Copy the largest gallery's stored embeddings of the tiles in `boxes` into `target`'s store,
     so its `tile_embeddings` finds them up to date; returns the rows copied."""
-    encoder = rsloc.load_encoder()
-    name, dim = table_name(encoder.name, "ge", ZOOM), encoder.dim
-    rows = TileStore(source.lancedb, name, dim).to_arrow()
+    encoder, info = rsloc.load_encoder(), source.gallery_info()
+    rows = RslocResource(data_dir=str(source.root)).store(encoder, info).to_arrow()
     inside = np.zeros(rows.num_rows, dtype=bool)
     col, row = rows["col"].to_numpy(), rows["row"].to_numpy()
     for b in boxes:
         inside |= (col >= b.cols[0]) & (col <= b.cols[1]) & (row >= b.rows[0]) & (row <= b.rows[1])
     subset = rows.filter(inside)
-    TileStore(target.lancedb, name, dim).upsert(subset)
+    rsloc.store(encoder, info).upsert(subset)
     return subset.num_rows
 
 
@@ -260,18 +257,15 @@ def measure(layout: Layout, rsloc: RslocResource, names: Sequence[str], scores: 
     """Per-stage metrics, patch recall and the rank of every patch's true tile, for `names`."""
     picked = [s for s in scores if s.query in set(names)]
     ranks = patch_ranks(layout, [s.query for s in picked])
-    seconds = {
-        step: statistics.fmean(getattr(s, f"seconds_{step}") for s in picked) if picked else 0.0
-        for step in ("patches", "candidates", "cliques", "verify")
-    }
+    summary = summarise(picked, len(picked))
     return {
         "queries": len(picked),
-        "stages": stage_metrics(picked),
+        "stages": summary.stages,
         "patch_recall": {
             **{f"at_{k}": recall_at(ranks, k) for k in RECALL_AT},
             "at_k": recall_at(ranks, rsloc.top_k),
         },
-        "seconds_per_query": seconds,
+        "seconds_per_query": summary.mean_seconds,
         "ranks": ranks.tolist(),
     }
 

@@ -128,13 +128,7 @@ def funnel(
     true_tiles: Sequence[TileKey], candidates: pa.Table, nodes: pa.Table, accepted: dict[int, str]
 ) -> tuple[int, int, int]:
     """Patches whose true tile (or a neighbour) is in the top K, in clique group 0, verified."""
-    topk = {
-        p
-        for p, key in zip(
-            candidates["patch"].to_pylist(), candidates["key"].to_pylist(), strict=True
-        )
-        if _near(key, true_tiles[p])
-    }
+    topk = set(np.flatnonzero(true_tile_ranks(true_tiles, candidates, neighbours=True) >= 0))
     group0 = nodes.filter(pc.equal(nodes["group"], 0))
     kept = {
         p
