@@ -265,6 +265,8 @@ def measure(layout: Layout, rsloc: RslocResource, names: Sequence[str], scores: 
             **{f"at_{k}": recall_at(ranks, k) for k in RECALL_AT},
             "at_k": recall_at(ranks, rsloc.top_k),
         },
+        "hypothesis_recall": summary.hypothesis_recall,
+        "verified_hypothesis": [s.verified_hypothesis for s in picked],
         "seconds_per_query": summary.mean_seconds,
         "ranks": ranks.tolist(),
     }

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from rsloc_assets.records import (
     CliqueSummary,
     GalleryInfo,
+    Hypothesis,
     Localization,
     PatchMeta,
     Stage,
@@ -89,6 +90,10 @@ class QueryWork:
         return self.folder / "cliques.parquet"
 
     @property
+    def hypotheses_path(self) -> Path:
+        return self.folder / "hypotheses.parquet"
+
+    @property
     def localization_path(self) -> Path:
         return self.folder / "localization.json"
 
@@ -129,6 +134,17 @@ class QueryWork:
     def nodes(self) -> pa.Table:
         """The clique graph's nodes with their group and clique score."""
         return _read_patch_table(self.nodes_path, "cliques")
+
+    def write_hypotheses(self, table: pa.Table, hypotheses: list[Hypothesis]) -> None:
+        """Each hypothesis's predicted tile per patch; the ranked hypotheses in the metadata."""
+        write_table(self.hypotheses_path, table, {"hypotheses": [h.to_dict() for h in hypotheses]})
+
+    def hypotheses(self) -> tuple[pa.Table, list[Hypothesis]]:
+        """The per-patch tiles of every hypothesis (`HYPOTHESIS_SCHEMA`) and the ranked list."""
+        if not self.hypotheses_path.exists():
+            raise ValueError(f"{self.hypotheses_path} is missing: rematerialize cliques")
+        table = pq.read_table(self.hypotheses_path)
+        return table, [Hypothesis.from_dict(d) for d in table_meta(table)["hypotheses"]]
 
     def write_localization(self, estimate: Localization, retrieval: Localization) -> None:
         record = {"estimate": estimate.to_dict(), "retrieval": retrieval.to_dict()}

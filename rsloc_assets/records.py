@@ -91,13 +91,28 @@ NODE_SCHEMA = CANDIDATE_SCHEMA.append(pa.field("clique_score", pa.int32())).appe
     pa.field("group", pa.int32())
 )
 
+# One row per (location hypothesis, patch): the tile under the patch's centre where the hypothesis
+# puts it, and the candidate that supports the hypothesis there (null key, rank -1: none).
+HYPOTHESIS_SCHEMA = pa.schema(
+    [
+        ("hypothesis", pa.int32()),
+        ("patch", pa.int32()),
+        ("key", pa.string()),
+        ("lon", pa.float64()),
+        ("lat", pa.float64()),
+        ("hit_key", pa.string()),
+        ("hit_rank", pa.int32()),
+        ("hit_score", pa.float32()),
+    ]
+)
+
 # One row per (patch, candidate) pair that verification tried.
 MATCH_SCHEMA = pa.schema(
     [
+        ("hypothesis", pa.int32()),
         ("patch", pa.int32()),
         ("key", pa.string()),
-        ("rank", pa.int32()),
-        ("clique_score", pa.int32()),
+        ("hit_rank", pa.int32()),
         ("accepted", pa.bool_()),
         ("reason", pa.string()),
         ("keypoints", pa.int32()),
@@ -194,8 +209,32 @@ class CliqueSummary:
     kept: int
     groups: int
     best_group_score: int
+    hypotheses: int
+    best_support: int
     truncated: bool
     ms: float
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One place stage 2 proposes for a query: the image centre and heading of a rigid fit of
+    patch offsets to candidate tiles, seeded by a clique (or the vote), and its support."""
+
+    rank: int
+    source: Method
+    centre_lon: float
+    centre_lat: float
+    rotation_deg: float
+    support: int
+    score: float
+    residual_m: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Hypothesis:
+        return cls(**{**d, "source": Method(d["source"])})
 
 
 @dataclass
@@ -237,6 +276,8 @@ class Verification:
     patches_tried: int
     patches_accepted: int
     seconds: float
+    hypothesis: int | None = None
+    hypotheses_tried: list[dict] = field(default_factory=list)
 
     @property
     def verified(self) -> bool:
@@ -250,6 +291,8 @@ class Verification:
             "patches_tried": self.patches_tried,
             "patches_accepted": self.patches_accepted,
             "seconds": self.seconds,
+            "hypothesis": self.hypothesis,
+            "hypotheses_tried": self.hypotheses_tried,
         }
 
     @classmethod
@@ -260,4 +303,6 @@ class Verification:
             d["patches_tried"],
             d["patches_accepted"],
             d["seconds"],
+            d.get("hypothesis"),
+            d.get("hypotheses_tried", []),
         )

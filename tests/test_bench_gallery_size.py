@@ -38,6 +38,8 @@ def test_small_gallery_size_run(tmp_path: Path):
         assert [r["stage"] for r in size["stages"]] == ["retrieval", "cliques", "verified"]
         assert set(size["patch_recall"]) == {"at_1", "at_10", "at_100", "at_k"}
         assert size["queries"] == 2
+        assert set(size["hypothesis_recall"]) == {"at_1", "at_5", "at_10"}
+        assert all(0.0 <= v <= 1.0 for v in size["hypothesis_recall"].values())
     projection = figures["projection"]
     assert projection["target_tiles"] == 824_796
     assert projection["check"]["measured"]["tiles"] == sizes[1]["tiles"]

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from rsloc_assets.cliques.vote import from_cliques, vote
+from rsloc_assets.cliques.vote import footprint, vote
 from rsloc_assets.geodesy import distance_m, offset_lonlat
 from rsloc_assets.grids import TileKey, get_grid, ground_size_m
 from rsloc_assets.records import Method
@@ -68,16 +68,13 @@ def test_no_candidates_is_not_localized():
     assert loc.method == Method.NOT_LOCALIZED and loc.centre_lon is None
 
 
-def test_clique_members_vote_and_no_clique_is_none():
-    true_lon, true_lat = 2.3512, 47.9123
-    cands, patches, tile_m = synthetic_hits(5, true_lon, true_lat, hit_rate=0.7)
-    top_ranked = [r for r in range(cands.num_rows) if cands["rank"][r].as_py() < 5]
-    group = np.full(cands.num_rows, -1, dtype=np.int32)
-    group[top_ranked] = 0
-    group[[r for r in range(cands.num_rows) if r not in set(top_ranked)][:5]] = 1
-    nodes = cands.append_column("group", pa.array(group))
-    loc = from_cliques("q", nodes, patches, tile_m, (5000.0, 7000.0))
-    assert loc.method == Method.CLIQUE
-    assert float(distance_m(loc.centre_lon, loc.centre_lat, true_lon, true_lat)) < max(tile_m)
-    none = cands.append_column("group", pa.array(np.full(cands.num_rows, -1, dtype=np.int32)))
-    assert from_cliques("q", none, patches, tile_m, (5000.0, 7000.0)) is None
+def test_footprint_turns_with_the_rotation():
+    north_up = np.array(footprint(2.35, 47.9, (4000.0, 2000.0)))
+    turned = np.array(footprint(2.35, 47.9, (4000.0, 2000.0), rotation_deg=90.0))
+    width = float(distance_m(*north_up[0], *north_up[1]))
+    turned_width = float(distance_m(*turned[0], *turned[1]))
+    assert width == pytest.approx(4000.0, rel=1e-3) and turned_width == pytest.approx(
+        4000.0, rel=1e-3
+    )
+    # Turned a quarter counter-clockwise, the top edge runs south to north.
+    assert turned[1][1] > turned[0][1] + 0.03 and abs(turned[1][0] - turned[0][0]) < 1e-6

@@ -83,6 +83,29 @@ def test_verified_footprints_beat_retrieval_alone(world):
         assert len(ring) == 5 and ring[0] == ring[-1]
 
 
+def test_verification_records_the_hypothesis_it_chose(world):
+    """Stage 2 hands ranked hypotheses to verification; the winner is recorded with every one
+    tried, and its accepted matches are the ones scored."""
+    layout, _, _ = world
+    for name in layout.query_names():
+        work = layout.query(name)
+        tiles, ranked = work.hypotheses()
+        record = work.verification()
+        if not ranked:
+            continue
+        assert [h.rank for h in ranked] == list(range(len(ranked)))
+        assert [h.support for h in ranked] == sorted((h.support for h in ranked), reverse=True)
+        assert set(tiles["hypothesis"].to_pylist()) == set(range(len(ranked)))
+        tried = [t["hypothesis"] for t in record.hypotheses_tried]
+        assert tried == list(range(len(tried))) and 1 <= len(tried) <= 5
+        if record.verified:
+            best = max(t["patches_agreeing"] for t in record.hypotheses_tried)
+            winner = record.hypotheses_tried[record.hypothesis]
+            assert winner["patches_agreeing"] == best == record.estimate.support
+            matches = work.matches().to_pylist()
+            assert {m["hypothesis"] for m in matches} == set(tried)
+
+
 def test_embeddings_are_complete_and_refresh_is_incremental(world):
     layout, rsloc, instance = world
     tiles = pq.read_table(layout.manifest).num_rows

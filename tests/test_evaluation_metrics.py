@@ -6,6 +6,7 @@ import pytest
 
 from rsloc_assets.evaluation.metrics import (
     QueryEvidence,
+    hypothesis_recall,
     score_query,
     stage_metrics,
     summarise,
@@ -15,7 +16,7 @@ from rsloc_assets.evaluation.report import summary_line
 from rsloc_assets.evaluation.truth import read_truth
 from rsloc_assets.geodesy import offset_lonlat
 from rsloc_assets.grids import TileKey, get_grid
-from rsloc_assets.records import Localization, Method
+from rsloc_assets.records import HYPOTHESIS_SCHEMA, Hypothesis, Localization, Method
 
 GRID = get_grid("ge")
 
@@ -24,7 +25,7 @@ def loc_at(lon, lat, method=Method.VERIFIED):
     return Localization("q", method, lon, lat, confidence=0.5)
 
 
-def evidence(final, patches=None, candidates=None, nodes=None, accepted=None):
+def evidence(final, patches=None, candidates=None, tiles=None, accepted=None, hypotheses=()):
     patches = patches or pa.table(
         {"cx": pa.array([], pa.float64()), "cy": pa.array([], pa.float64())}
     )
@@ -35,11 +36,20 @@ def evidence(final, patches=None, candidates=None, nodes=None, accepted=None):
             "rank": pa.array([], pa.int64()),
         }
     )
-    nodes = nodes or candidates.append_column(
-        "group", pa.array([0] * candidates.num_rows, pa.int32())
-    )
+    tiles = tiles or HYPOTHESIS_SCHEMA.empty_table()
     stage2 = Localization("q", Method.CLIQUE)
-    return QueryEvidence(final, stage2, stage2, patches, candidates, nodes, accepted or {}, {})
+    return QueryEvidence(
+        final,
+        stage2,
+        stage2,
+        patches,
+        candidates,
+        tiles,
+        list(hypotheses),
+        None,
+        accepted or {},
+        {},
+    )
 
 
 def test_score_success_and_acc(rotated_query):
@@ -98,8 +108,15 @@ def test_patch_recall_and_funnel_count_the_true_tile(rotated_query):
     true = GRID.tile_at(float(lon[0]), float(lat[0]), 15)
     beside = f"15/{true.col + 1}/{true.row}"
     cands = pa.table({"patch": [0, 0, 1], "key": ["15/0/0", true.key, "15/1/1"], "rank": [0, 1, 0]})
-    nodes = pa.table({"patch": [0, 1], "key": [beside, "15/1/1"], "group": [0, 0]})
-    ev = evidence(loc_at(*truth.centre_lonlat), patches, cands, nodes, accepted={0: true.key})
+    tiles = pa.Table.from_pylist(
+        [
+            {"hypothesis": 0, "patch": 0, "key": true.key, "hit_key": beside, "hit_rank": 1},
+            {"hypothesis": 0, "patch": 1, "key": "15/1/1", "hit_key": None, "hit_rank": -1},
+            {"hypothesis": 1, "patch": 1, "key": "15/1/1", "hit_key": "15/1/1", "hit_rank": 0},
+        ],
+        schema=HYPOTHESIS_SCHEMA,
+    )
+    ev = evidence(loc_at(*truth.centre_lonlat), patches, cands, tiles, accepted={0: true.key})
     score = score_query(ev, truth, GRID, 15)
     assert (score.recall_at_1, score.recall_at_10, score.recall_at_k) == (0.0, 0.5, 0.5)
     assert (score.funnel_retrieval, score.funnel_cliques, score.funnel_verified) == (1, 1, 1)
@@ -116,3 +133,25 @@ def test_true_tile_ranks_with_and_without_neighbours():
     )
     assert true_tile_ranks(true, cands).tolist() == [1, -1, -1]
     assert true_tile_ranks(true, cands, neighbours=True).tolist() == [0, 1, -1]
+
+
+def test_hypothesis_rank_and_recall_over_ranked_hypotheses(rotated_query):
+    truth = read_truth(rotated_query)
+
+    def at(rank, east_m):
+        lon, lat = offset_lonlat(*truth.centre_lonlat, east_m, 0.0)
+        return Hypothesis(rank, Method.CLIQUE, float(lon), float(lat), 0.0, 5, 4.0, 300.0)
+
+    found_third = [at(0, 40_000.0), at(1, 9_000.0), at(2, 200.0)]
+    hit = score_query(
+        evidence(loc_at(*truth.centre_lonlat), hypotheses=found_third), truth, GRID, 15
+    )
+    miss = score_query(
+        evidence(loc_at(*truth.centre_lonlat), hypotheses=found_third[:2]), truth, GRID, 15
+    )
+    first = score_query(
+        evidence(loc_at(*truth.centre_lonlat), hypotheses=[at(0, 100.0)]), truth, GRID, 15
+    )
+    assert (hit.hypothesis_rank, miss.hypothesis_rank, first.hypothesis_rank) == (2, -1, 0)
+    assert hypothesis_recall([hit, miss, first]) == {"at_1": 1 / 3, "at_5": 2 / 3, "at_10": 2 / 3}
+    assert hypothesis_recall([]) == {"at_1": None, "at_5": None, "at_10": None}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from rsloc_assets.geodesy import metres_per_degree, offset_lonlat
 from rsloc_assets.records import Localization, Method
@@ -27,28 +26,22 @@ def implied_centres(
     return patch, lon, lat, candidates["score"].to_numpy()
 
 
-def vote(
-    query: str,
+def vote_members(
     candidates: pa.Table,
     patches: pa.Table,
     tile_ground_m: tuple[float, float],
-    image_ground_m: tuple[float, float],
     vote_top: int = 10,
-    method: Method = Method.RETRIEVAL_VOTE,
-) -> Localization:
-    """Centre the most patches agree on, counting each patch once per tile-sized window.
+) -> np.ndarray:
+    """Row indices into `candidates` of the hits in the block most patches vote for.
 
     Each patch votes with its `vote_top` best candidates. Implied centres fall into cells one
     gallery tile wide; a vote counts in every 2×2 block of cells containing it, so a true
     location split across a cell edge is not split. Ties go to the higher summed best score.
-    The estimate is the score-weighted mean of the supporting patches' best implied centres;
-    `error_m` is their RMS spread about it.
     """
-    n_patches = patches.num_rows
-    top = candidates.filter(pc.less(candidates["rank"], vote_top))
-    if top.num_rows == 0:
-        return Localization(query, Method.NOT_LOCALIZED, patches=n_patches, reason="no candidates")
-    patch, lon, lat, score = implied_centres(top, patches)
+    rows = np.flatnonzero(candidates["rank"].to_numpy() < vote_top)
+    if not len(rows):
+        return rows
+    patch, lon, lat, score = implied_centres(candidates.take(pa.array(rows)), patches)
     ref_lat = float(np.median(lat))
     m_lon, m_lat = metres_per_degree(ref_lat)
     cell_lon, cell_lat = tile_ground_m[0] / m_lon, tile_ground_m[1] / m_lat
@@ -71,35 +64,38 @@ def vote(
     sums = np.bincount(inverse.ravel(), weights=best)
     win = int(np.lexsort((sums, counts))[-1])
     bi, bj = blocks[win]
-
     inside = (ci >= bi) & (ci <= bi + 1) & (cj >= bj) & (cj <= bj + 1)
+    return rows[inside]
+
+
+def vote(
+    query: str,
+    candidates: pa.Table,
+    patches: pa.Table,
+    tile_ground_m: tuple[float, float],
+    image_ground_m: tuple[float, float],
+    vote_top: int = 10,
+) -> Localization:
+    """The retrieval-only estimate: the centre the most patches agree on (`vote_members`), the
+    score-weighted mean of the supporting patches' best implied centres; `error_m` is their RMS
+    spread about it."""
+    members = vote_members(candidates, patches, tile_ground_m, vote_top)
+    if not len(members):
+        return Localization(
+            query, Method.NOT_LOCALIZED, patches=patches.num_rows, reason="no candidates"
+        )
+    patch, lon, lat, score = implied_centres(candidates, patches)
     return consensus(
         query,
-        method,
+        Method.RETRIEVAL_VOTE,
         patch,
         lon,
         lat,
         score,
-        np.flatnonzero(inside),
-        n_patches,
+        members,
+        patches.num_rows,
         image_ground_m,
     )
-
-
-def from_cliques(
-    query: str,
-    nodes: pa.Table,
-    patches: pa.Table,
-    tile_ground_m: tuple[float, float],
-    image_ground_m: tuple[float, float],
-) -> Localization | None:
-    """Vote among the members of the best clique group (`group` 0, one hit per patch); None when
-    no clique was kept. The vote drops members that agree on distances but not on the place."""
-    members = nodes.filter(pc.equal(nodes["group"], 0))
-    if members.num_rows == 0:
-        return None
-    top = int(pc.max(members["rank"]).as_py()) + 1
-    return vote(query, members, patches, tile_ground_m, image_ground_m, top, method=Method.CLIQUE)
 
 
 def consensus(
@@ -138,11 +134,14 @@ def consensus(
 
 
 def footprint(
-    lon: float, lat: float, image_ground_m: tuple[float, float]
+    lon: float, lat: float, image_ground_m: tuple[float, float], rotation_deg: float = 0.0
 ) -> list[tuple[float, float]]:
-    """North-up image corners (TL, TR, BR, BL) around a centre, from the image's ground size."""
+    """Image corners (TL, TR, BR, BL) around a centre, from the image's ground size, turned
+    counter-clockwise by `rotation_deg` from north-up."""
     half_w, half_h = image_ground_m[0] / 2, image_ground_m[1] / 2
-    east = np.array([-half_w, half_w, half_w, -half_w])
-    north = np.array([half_h, half_h, -half_h, -half_h])
+    x = np.array([-half_w, half_w, half_w, -half_w])
+    y = np.array([half_h, half_h, -half_h, -half_h])
+    c, s = np.cos(np.radians(rotation_deg)), np.sin(np.radians(rotation_deg))
+    east, north = c * x - s * y, s * x + c * y
     lons, lats = offset_lonlat(np.full(4, lon), np.full(4, lat), east, north)
     return [(float(x), float(y)) for x, y in zip(lons, lats, strict=True)]

@@ -69,9 +69,14 @@ def candidates(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.Ma
 
 @dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[candidates])
 def cliques(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
-    """Spatio-geographic maximal cliques of a query's candidates (native library via cffi)."""
+    """Spatio-geographic maximal cliques of a query's candidates (native library via cffi) and
+    the ranked location hypotheses they seed."""
     summary = find_cliques(
-        rsloc.layout(), context.partition_key, rsloc.clique_k, rsloc.clique_tolerance_tiles
+        rsloc.layout(),
+        context.partition_key,
+        rsloc.clique_k,
+        rsloc.clique_tolerance_tiles,
+        rsloc.vote_top,
     )
     if summary.truncated:
         context.log.warning("clique enumeration hit its cap: results are partial")
@@ -84,6 +89,8 @@ def cliques(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.Mater
             "kept_cliques": summary.kept,
             "groups": summary.groups,
             "best_group_patches": summary.best_group_score,
+            "hypotheses": summary.hypotheses,
+            "best_hypothesis_support": summary.best_support,
             "truncated": summary.truncated,
             "ms": round(summary.ms, 2),
         }
@@ -112,15 +119,16 @@ def localization(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.
 def verified_localization(
     context: dg.AssetExecutionContext, rsloc: RslocResource
 ) -> dg.MaterializeResult:
-    """The query's footprint on the ground from SIFT + MAC + homography verification of its
-    patches (GeoJSON + JSON), or the stage-2 estimate recorded as not verified."""
+    """The query's footprint on the ground from SIFT + MAC + homography verification of stage 2's
+    ranked hypotheses (GeoJSON + JSON; the winner is the one most patches agree with), or the
+    stage-2 estimate recorded as not verified."""
     encoder = rsloc.load_encoder() if rsloc.verify_recheck else None
     layout = rsloc.layout()
     loc, fp = verify_query(
         layout,
         context.partition_key,
         encoder,
-        per_patch=rsloc.verify_candidates,
+        hypotheses=rsloc.verify_hypotheses,
         workers=rsloc.verify_workers,
     )
     if fp is None:
@@ -131,6 +139,11 @@ def verified_localization(
         "agreeing_patches": loc.support,
         "error_estimate_m": loc.error_m or 0.0,
     }
+    record = layout.query(loc.query).verification()
+    if record is not None:
+        metadata["hypotheses_tried"] = len(record.hypotheses_tried)
+    if fp is not None and record is not None and record.hypothesis is not None:
+        metadata["hypothesis"] = record.hypothesis
     if fp is not None:
         metadata |= {
             "scale_m_per_px": round(fp.scale_m_per_px, 4),

@@ -36,7 +36,7 @@ class RslocResource(dg.ConfigurableResource):
     vote_top: int = 10
     clique_k: int | None = None
     clique_tolerance_tiles: float = 1.5
-    verify_candidates: int = 3
+    verify_hypotheses: int = 5
     verify_workers: int = 2
     verify_recheck: bool = True
     index_min_rows: int = 100_000

@@ -20,7 +20,7 @@ from osgeo import ogr
 from rsloc_assets.evaluation.truth import Truth
 from rsloc_assets.geodesy import distance_m
 from rsloc_assets.grids import TileGrid, TileKey, ground_size_m
-from rsloc_assets.records import Localization, Stage, Step
+from rsloc_assets.records import Hypothesis, Localization, Stage, Step
 
 
 def _polygon(points: Sequence[tuple[float, float]]) -> ogr.Geometry:
@@ -44,7 +44,9 @@ class QueryEvidence:
     retrieval: Localization
     patches: pa.Table
     candidates: pa.Table
-    nodes: pa.Table
+    hypothesis_tiles: pa.Table
+    hypotheses: list[Hypothesis]
+    verified_hypothesis: int | None
     accepted: dict[int, str]
     seconds: dict[str, float]
 
@@ -74,6 +76,8 @@ class QueryScore:
     funnel_retrieval: int
     funnel_cliques: int
     funnel_verified: int
+    hypothesis_rank: int
+    verified_hypothesis: int
     seconds_patches: float
     seconds_candidates: float
     seconds_cliques: float
@@ -125,18 +129,31 @@ def patch_recall(true_tiles: Sequence[TileKey], candidates: pa.Table) -> dict[st
 
 
 def funnel(
-    true_tiles: Sequence[TileKey], candidates: pa.Table, nodes: pa.Table, accepted: dict[int, str]
+    true_tiles: Sequence[TileKey],
+    candidates: pa.Table,
+    hypothesis_tiles: pa.Table,
+    accepted: dict[int, str],
 ) -> tuple[int, int, int]:
-    """Patches whose true tile (or a neighbour) is in the top K, in clique group 0, verified."""
+    """Patches whose true tile (or a neighbour) is in the top K, supports the best hypothesis,
+    and was verified."""
     topk = set(np.flatnonzero(true_tile_ranks(true_tiles, candidates, neighbours=True) >= 0))
-    group0 = nodes.filter(pc.equal(nodes["group"], 0))
+    first = pc.equal(hypothesis_tiles["hypothesis"], 0)
+    best = hypothesis_tiles.filter(pc.and_(first, pc.is_valid(hypothesis_tiles["hit_key"])))
     kept = {
         p
-        for p, key in zip(group0["patch"].to_pylist(), group0["key"].to_pylist(), strict=True)
+        for p, key in zip(best["patch"].to_pylist(), best["hit_key"].to_pylist(), strict=True)
         if _near(key, true_tiles[p])
     }
     verified = {p for p, key in accepted.items() if _near(key, true_tiles[p])}
     return len(topk), len(kept & topk), len(verified)
+
+
+def hypothesis_rank(hypotheses: Sequence[Hypothesis], truth: Truth, tile_m: float) -> int:
+    """Rank of the first hypothesis whose centre is within one tile of the truth; -1: none."""
+    for h in hypotheses:
+        if distance_m(h.centre_lon, h.centre_lat, *truth.centre_lonlat) <= tile_m:
+            return h.rank
+    return -1
 
 
 def _error(loc: Localization, truth: Truth) -> float | None:
@@ -168,7 +185,9 @@ def score_query(ev: QueryEvidence, truth: Truth, grid: TileGrid, zoom: int) -> Q
         e, t = np.array(loc.corners_lonlat), np.array(truth.corners_lonlat)
         corners = float(np.mean(distance_m(e[:, 0], e[:, 1], t[:, 0], t[:, 1])))
     tiles = patch_true_tiles(truth, ev.patches, grid, zoom)
-    f_retrieval, f_cliques, f_verified = funnel(tiles, ev.candidates, ev.nodes, ev.accepted)
+    f_retrieval, f_cliques, f_verified = funnel(
+        tiles, ev.candidates, ev.hypothesis_tiles, ev.accepted
+    )
     return QueryScore(
         query=loc.query,
         method=str(loc.method),
@@ -189,6 +208,8 @@ def score_query(ev: QueryEvidence, truth: Truth, grid: TileGrid, zoom: int) -> Q
         funnel_retrieval=f_retrieval,
         funnel_cliques=f_cliques,
         funnel_verified=f_verified,
+        hypothesis_rank=hypothesis_rank(ev.hypotheses, truth, tile_m),
+        verified_hypothesis=-1 if ev.verified_hypothesis is None else ev.verified_hypothesis,
         **{f"seconds_{k}": float(ev.seconds.get(k, 0.0)) for k in Step},
     )
 
@@ -208,6 +229,7 @@ class Summary:
     funnel: dict[str, int]
     mean_seconds: dict[str, float]
     stages: list[dict]
+    hypothesis_recall: dict[str, float | None]
 
     def _stage(self, stage: Stage) -> dict:
         return next(row for row in self.stages if row["stage"] == stage)
@@ -299,4 +321,18 @@ def summarise(scores: Sequence[QueryScore], total: int) -> Summary:
             for k in Step
         },
         stages=stage_metrics(scores),
+        hypothesis_recall=hypothesis_recall(scores),
     )
+
+
+HYPOTHESIS_RECALL_AT = (1, 5, 10)
+
+
+def hypothesis_recall(scores: Sequence[QueryScore]) -> dict[str, float | None]:
+    """Recall@k over stage 2's ranked hypotheses (as Statewide's Recall@k<r, r = one tile): the
+    share of queries with a hypothesis within one tile of the truth among the first k."""
+    ranks = [s.hypothesis_rank for s in scores]
+    return {
+        f"at_{k}": (sum(0 <= r < k for r in ranks) / len(ranks) if ranks else None)
+        for k in HYPOTHESIS_RECALL_AT
+    }

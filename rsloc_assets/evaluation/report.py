@@ -54,6 +54,8 @@ SCORE_COLUMNS = (
     "retrieval_error_m",
     "within_1_tile",
     "acc",
+    "hypothesis_rank",
+    "verified_hypothesis",
     "support",
     "patches",
     "recall_at_10",
@@ -74,14 +76,17 @@ def stage_tables(summary: Summary) -> str:
         {
             "patches": f["patches"],
             "true tile in top-K": f["retrieval"],
-            "kept by cliques": f["cliques"],
+            "support the best hypothesis": f["cliques"],
             "verified": f["verified"],
         }
     ]
     seconds = [{f"{k} s": v for k, v in summary.mean_seconds.items()}]
+    hypotheses = [{f"Recall@{k[3:]}": v for k, v in summary.hypothesis_recall.items()}]
     return "\n\n".join(
         [
             "## Stages\n\n" + md_table(rows),
+            "## Stage 2's ranked hypotheses: one within 1 tile among the first k\n\n"
+            + md_table(hypotheses),
             "## Patch funnel (true tile or a neighbour)\n\n" + md_table(funnel_rows),
             "## Mean seconds per query and stage\n\n" + md_table(seconds),
         ]

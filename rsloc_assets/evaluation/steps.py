@@ -38,14 +38,19 @@ def read_evidence(
     patches, meta = work.patches()
     candidates = work.candidates()
     nodes = work.nodes()
+    tiles, hypotheses = work.hypotheses()
     matches = work.matches().filter(pc.field("accepted"))
+    if verification.hypothesis is not None:
+        matches = matches.filter(pc.field("hypothesis") == verification.hypothesis)
     evidence = QueryEvidence(
         final=verification.estimate,
         stage2=work.localization(Stage.CLIQUES),
         retrieval=work.localization(Stage.RETRIEVAL),
         patches=patches,
         candidates=candidates,
-        nodes=nodes,
+        hypothesis_tiles=tiles,
+        hypotheses=hypotheses,
+        verified_hypothesis=verification.hypothesis,
         accepted=dict(zip(matches["patch"].to_pylist(), matches["key"].to_pylist(), strict=True)),
         seconds={
             Step.PATCHES: meta.seconds,

@@ -1,0 +1,206 @@
+"""Ranked location hypotheses from stage 2's cliques: each kept clique (and the retrieval vote)
+seeds a rigid fit of the patches' offsets to their candidates' tiles, the fit is refined on every
+candidate that agrees with it, and the places are ranked by how many patches support them.
+
+A clique only says that its hits' ground distances match their patches' pixel distances, which a
+mirrored or a chained set of hits can also satisfy; the rigid fit (a rotation and a shift, no
+reflection, scale fixed by the ground resolution) keeps only hits that agree on one placement of
+the whole image, and refining it on all candidates counts patches the clique missed. On the
+30,913-tile gallery of `make bench-gallery-size` (first run, 64 queries) this put the true place
+first for 63 queries where the best clique group's vote did for 61.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from rsloc_assets.geodesy import distance_m, metres_per_degree
+from rsloc_assets.grids import TileGrid
+from rsloc_assets.records import HYPOTHESIS_SCHEMA, Hypothesis, Method
+
+
+@dataclass(frozen=True)
+class HypothesisParams:
+    """How seeds become ranked hypotheses; lengths in gallery tile sizes."""
+
+    # A hit is a tile centre, up to ~0.7 tile from its patch's true centre: one tile is the
+    # quantisation of the grid plus a little drift from rotation and scale.
+    support_tiles: float = 1.0
+    merge_tiles: float = 1.5  # places closer than the clique tolerance are one place
+    refits: int = 2  # refits on the agreeing hits (the support settles after one or two)
+    max_hypotheses: int = 10
+
+    def __post_init__(self) -> None:
+        if self.support_tiles <= 0 or self.merge_tiles < 0 or self.max_hypotheses < 1:
+            raise ValueError(f"support_tiles > 0, merge_tiles ≥ 0, max_hypotheses ≥ 1: {self}")
+
+
+@dataclass(frozen=True)
+class Seed:
+    """Hits (row indices into the nodes) that propose one place, and where they came from."""
+
+    hits: np.ndarray
+    source: Method
+
+
+@dataclass(frozen=True)
+class _Fit:
+    rotation: float  # radians, counter-clockwise from the image's axes to east/north
+    shift: np.ndarray  # the image centre in the local frame, metres
+    support: np.ndarray  # one agreeing hit per patch, row indices into the nodes
+    residual_m: float
+
+
+def rigid_fit(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray]:
+    """Least-squares rotation θ and shift t with dst ≈ R(θ)·src + t, no reflection or scale
+    (2-D Kabsch); a single pair gives θ = 0."""
+    ms, md = src.mean(axis=0), dst.mean(axis=0)
+    if len(src) < 2:
+        return 0.0, md - ms
+    h = (src - ms).T @ (dst - md)
+    theta = math.atan2(h[0, 1] - h[1, 0], h[0, 0] + h[1, 1])
+    return theta, md - _rotate(ms, theta)
+
+
+def _rotate(xy: np.ndarray, theta: float) -> np.ndarray:
+    c, s = math.cos(theta), math.sin(theta)
+    return xy @ np.array([[c, s], [-s, c]])
+
+
+def _local(lon: np.ndarray, lat: np.ndarray, lon0: float, lat0: float) -> np.ndarray:
+    m_lon, m_lat = metres_per_degree(lat0)
+    return np.stack([(lon - lon0) * m_lon, (lat - lat0) * m_lat], axis=1)
+
+
+def _best_per_patch(hits: np.ndarray, patch: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """The hit with the smallest `key` in each patch among `hits`."""
+    if not len(hits):
+        return hits
+    order = hits[np.lexsort((key[hits], patch[hits]))]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = patch[order][1:] != patch[order][:-1]
+    return order[first]
+
+
+def _fit_seed(
+    seed: np.ndarray,
+    offsets: np.ndarray,
+    lon: np.ndarray,
+    lat: np.ndarray,
+    patch: np.ndarray,
+    radius_m: float,
+    refits: int,
+) -> tuple[_Fit, float, float] | None:
+    """Fit on the seed, then refit on the closest agreeing hit of every patch."""
+    lon0, lat0 = float(np.median(lon[seed])), float(np.median(lat[seed]))
+    xy = _local(lon, lat, lon0, lat0)
+    members = seed
+    fit = None
+    for _ in range(refits + 1):
+        theta, shift = rigid_fit(offsets[members], xy[members])
+        gap = np.linalg.norm(_rotate(offsets, theta) + shift - xy, axis=1)
+        agree = _best_per_patch(np.flatnonzero(gap <= radius_m), patch, gap)
+        if not len(agree):
+            break
+        fit = _Fit(theta, shift, agree, float(np.sqrt(np.mean(gap[agree] ** 2))))
+        if np.array_equal(agree, members):
+            break
+        members = agree
+    return None if fit is None else (fit, lon0, lat0)
+
+
+def rank_hypotheses(
+    nodes: pa.Table,
+    patches: pa.Table,
+    seeds: Sequence[Seed],
+    tile_m: float,
+    grid: TileGrid,
+    zoom: int,
+    params: HypothesisParams | None = None,
+) -> tuple[list[Hypothesis], pa.Table]:
+    """Hypotheses best first (support, then summed similarity), one per place, and for each the
+    tile under every patch's predicted centre with its supporting hit (`HYPOTHESIS_SCHEMA`)."""
+    params = params or HypothesisParams()
+    patch = nodes["patch"].to_numpy()
+    lon, lat = nodes["lon"].to_numpy(), nodes["lat"].to_numpy()
+    score = nodes["score"].to_numpy().astype(np.float64)
+    east, north = patches["east_m"].to_numpy(), patches["north_m"].to_numpy()
+    offsets = np.stack([east[patch], north[patch]], axis=1)
+    fits = []
+    for seed in seeds:
+        hits = _best_per_patch(np.asarray(seed.hits, dtype=np.int64), patch, -score)
+        if not len(hits):
+            continue
+        radius = params.support_tiles * tile_m
+        found = _fit_seed(hits, offsets, lon, lat, patch, radius, params.refits)
+        if found is not None:
+            fit, lon0, lat0 = found
+            fits.append((len(fit.support), float(score[fit.support].sum()), fit, lon0, lat0, seed))
+    fits.sort(key=lambda f: (-f[0], -f[1]))
+    hypotheses: list[Hypothesis] = []
+    rows: list[dict] = []
+    all_offsets = np.stack([east, north], axis=1)
+    for support, total, fit, lon0, lat0, seed in fits:
+        if len(hypotheses) == params.max_hypotheses:
+            break
+        m_lon, m_lat = (float(v) for v in metres_per_degree(lat0))
+        c_lon, c_lat = lon0 + fit.shift[0] / m_lon, lat0 + fit.shift[1] / m_lat
+        if any(
+            distance_m(c_lon, c_lat, h.centre_lon, h.centre_lat) <= params.merge_tiles * tile_m
+            for h in hypotheses
+        ):
+            continue
+        rank = len(hypotheses)
+        hypotheses.append(
+            Hypothesis(
+                rank=rank,
+                source=seed.source,
+                centre_lon=float(c_lon),
+                centre_lat=float(c_lat),
+                rotation_deg=math.degrees(fit.rotation),
+                support=support,
+                score=total,
+                residual_m=fit.residual_m,
+            )
+        )
+        rows += _patch_rows(rank, fit, lon0, lat0, all_offsets, nodes, grid, zoom)
+    return hypotheses, pa.Table.from_pylist(rows, schema=HYPOTHESIS_SCHEMA)
+
+
+def _patch_rows(
+    rank: int,
+    fit: _Fit,
+    lon0: float,
+    lat0: float,
+    offsets: np.ndarray,
+    nodes: pa.Table,
+    grid: TileGrid,
+    zoom: int,
+) -> list[dict]:
+    """Every patch's predicted centre and tile under one hypothesis, with its supporting hit."""
+    m_lon, m_lat = (float(v) for v in metres_per_degree(lat0))
+    xy = _rotate(offsets, fit.rotation) + fit.shift
+    p_lon, p_lat = lon0 + xy[:, 0] / m_lon, lat0 + xy[:, 1] / m_lat
+    support = nodes.take(pa.array(fit.support)).select(["patch", "key", "rank", "score"])
+    hit = {r["patch"]: r for r in support.to_pylist()}
+    rows = []
+    for p in range(len(offsets)):
+        h = hit.get(p)
+        rows.append(
+            {
+                "hypothesis": rank,
+                "patch": p,
+                "key": grid.tile_at(float(p_lon[p]), float(p_lat[p]), zoom).key,
+                "lon": float(p_lon[p]),
+                "lat": float(p_lat[p]),
+                "hit_key": None if h is None else h["key"],
+                "hit_rank": -1 if h is None else h["rank"],
+                "hit_score": None if h is None else h["score"],
+            }
+        )
+    return rows
