@@ -32,6 +32,7 @@ from bench.real import SHARED_DATA, rsloc_crops
 from rsloc_assets.cliques.steps import default_clique_k
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.evaluation.metrics import (
+    QueryScore,
     patch_true_tiles,
     summarise,
     true_tile_ranks,
@@ -253,6 +254,24 @@ def project(measured: dict, target: int, rsloc: RslocResource) -> dict:
     }
 
 
+def lost_at(score: QueryScore) -> dict:
+    """Where a query that did not end within one tile lost its true place: no patch retrieved its
+    true tile in the top K, no stage-2 hypothesis near it, or verification did not confirm it."""
+    if not score.recall_at_k:
+        stage = Stage.RETRIEVAL
+    elif score.hypothesis_rank < 0:
+        stage = Stage.CLIQUES
+    else:
+        stage = Stage.VERIFIED
+    return {
+        "query": score.query,
+        "stage": stage.value,
+        "error_m": score.error_m,
+        "recall_at_k": score.recall_at_k,
+        "hypothesis_rank": score.hypothesis_rank,
+    }
+
+
 def measure(layout: Layout, rsloc: RslocResource, names: Sequence[str], scores: list) -> dict:
     """Per-stage metrics, patch recall and the rank of every patch's true tile, for `names`."""
     picked = [s for s in scores if s.query in set(names)]
@@ -267,6 +286,7 @@ def measure(layout: Layout, rsloc: RslocResource, names: Sequence[str], scores: 
         },
         "hypothesis_recall": summary.hypothesis_recall,
         "verified_hypothesis": [s.verified_hypothesis for s in picked],
+        "lost": [lost_at(s) for s in picked if not s.within_1_tile],
         "seconds_per_query": summary.mean_seconds,
         "ranks": ranks.tolist(),
     }

@@ -21,6 +21,11 @@ STAGE_LABELS = {
     "cliques": "+ cliques",
     "verified": "+ verification (final)",
 }
+LOST_AT = {
+    "retrieval": "retrieval (no patch's true tile in the top K)",
+    "cliques": "stage 2 (no hypothesis within 1 tile)",
+    "verified": "verification (a hypothesis was right, the footprint not)",
+}
 DATASETS = {"real_rsloc": "RSLoc France, same-source", "real_naip": "NAIP North Dakota, cross-date"}
 
 
@@ -176,11 +181,15 @@ def gallery_size_section(results: dict[str, dict], out: Path) -> list[str]:
     for row in sorted(f["sizes"], key=lambda r: (r["dataset"], r["tiles"])):
         recall = ", ".join(f"@{k[3:]} {_fmt(v)}" for k, v in row["patch_recall"].items())
         seconds = ", ".join(f"{k} {v:.1f}" for k, v in row["seconds_per_query"].items())
+        hypotheses = ", ".join(f"@{k[3:]} {_fmt(v)}" for k, v in row["hypothesis_recall"].items())
+        lost = "; ".join(f"{q['query']} at {LOST_AT[q['stage']]}" for q in row["lost"]) or "none"
         lines += [
             f"### {row['tiles']:,} tiles, {row['dataset']} queries",
             "",
             f"Patch recall of the true tile or a neighbour: {recall}. "
-            f"Seconds per query: {seconds}.",
+            f"Stage 2's ranked hypotheses, one within 1 tile among the first k: {hypotheses}. "
+            f"Seconds per query: {seconds}. Not within 1 tile after verification, and the stage "
+            f"that lost the true place: {lost}.",
             "",
             md_table(
                 [{**r, "stage": STAGE_LABELS[r["stage"]]} for r in row["stages"]],
