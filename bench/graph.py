@@ -32,27 +32,29 @@ class GraphRun:
 
 def run_graph(layout: Layout, rsloc: RslocResource) -> GraphRun:
     """Materialize the gallery assets, each query partition, then `evaluation`."""
-    instance = dg.DagsterInstance.ephemeral()
-    assets = list(defs.assets)
+    # Closed here, in the main thread: left to the garbage collector, its SQLite connections may
+    # be finalised in a verification worker thread, which SQLite refuses with a traceback.
+    with dg.DagsterInstance.ephemeral() as instance:
+        assets = list(defs.assets)
 
-    def materialize(selection: list[str], partition: str | None = None) -> float:
-        _, ms = timed(
-            lambda: dg.materialize(
-                assets,
-                selection=selection,
-                partition_key=partition,
-                resources={"rsloc": rsloc},
-                instance=instance,
-                run_config=QUIET,
+        def materialize(selection: list[str], partition: str | None = None) -> float:
+            _, ms = timed(
+                lambda: dg.materialize(
+                    assets,
+                    selection=selection,
+                    partition_key=partition,
+                    resources={"rsloc": rsloc},
+                    instance=instance,
+                    run_config=QUIET,
+                )
             )
-        )
-        return ms / 1e3
+            return ms / 1e3
 
-    embed_s = materialize(["gallery_tiles", "tile_embeddings"])
-    names = layout.query_names()
-    instance.add_dynamic_partitions(queries_partitions.name, names)
-    walls = [materialize(QUERY_ASSETS, name) for name in names]
-    materialize(["evaluation"])
+        embed_s = materialize(["gallery_tiles", "tile_embeddings"])
+        names = layout.query_names()
+        instance.add_dynamic_partitions(queries_partitions.name, names)
+        walls = [materialize(QUERY_ASSETS, name) for name in names]
+        materialize(["evaluation"])
     scores = [QueryScore(**row) for row in pq.read_table(layout.report.table).to_pylist()]
     wall = statistics.fmean(walls) if walls else 0.0
     return GraphRun(embed_s, wall, scores, summarise(scores, len(names)))

@@ -218,7 +218,8 @@ class CliqueSummary:
 @dataclass(frozen=True)
 class Hypothesis:
     """One place stage 2 proposes for a query: the image centre and heading of a rigid fit of
-    patch offsets to candidate tiles, seeded by a clique (or the vote), and its support."""
+    patch offsets to candidate tiles, seeded by a clique (or the vote); its supporting patches
+    and their evidence (summed similarity above each patch's median candidate)."""
 
     rank: int
     source: Method
@@ -226,7 +227,7 @@ class Hypothesis:
     centre_lat: float
     rotation_deg: float
     support: int
-    score: float
+    evidence: float
     residual_m: float
 
     def to_dict(self) -> dict:

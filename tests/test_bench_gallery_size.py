@@ -1,6 +1,7 @@
 """`bench.gallery_size` end to end at a small size: an atlas of a few small worlds, two nested
 galleries, two queries through the whole asset graph, the projection and its check."""
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from bench import report
-from bench.gallery_size import main, projected_recall, recall_at
+from bench.gallery_size import at_least, main, projected_recall, recall_at
 
 
 def test_small_gallery_size_run(tmp_path: Path):
@@ -56,3 +57,14 @@ def test_projection_keeps_top_ranks_and_loses_deep_ones():
     # Ten times the tiles: rank 5 becomes ~55 (kept in the top 100), rank 900 ~9,000 (lost).
     assert projected_recall(ranks, 1_000, 10_000, 100) == pytest.approx(0.6, abs=0.01)
     assert projected_recall(ranks, 1_000, 1_000, 2_000) == pytest.approx(0.8, abs=0.01)
+
+
+def test_at_least_is_the_poisson_binomial_tail():
+    p = np.array([0.2, 0.9, 0.5, 0.7, 0.05])
+    for need in range(7):
+        brute = sum(
+            np.prod([pi if b else 1 - pi for pi, b in zip(p, bits, strict=True)])
+            for bits in itertools.product([0, 1], repeat=len(p))
+            if sum(bits) >= need
+        )
+        assert at_least(p, need) == pytest.approx(brute, abs=1e-12)

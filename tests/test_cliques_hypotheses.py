@@ -95,7 +95,7 @@ def test_the_true_place_ranks_first_at_any_heading(rotation_deg):
     assert best.support >= len(true_hits) - 1
     delta = (best.rotation_deg - rotation_deg + 180.0) % 360.0 - 180.0
     assert abs(delta) < 5.0
-    assert all(h.support < best.support for h in ranked[1:])
+    assert all(h.evidence < best.evidence for h in ranked[1:])
     assert table.schema == HYPOTHESIS_SCHEMA
     first = table.filter(pa.compute.equal(table["hypothesis"], 0)).to_pylist()
     assert [r["patch"] for r in first] == list(range(patches.num_rows))

@@ -94,7 +94,7 @@ def test_verification_records_the_hypothesis_it_chose(world):
         if not ranked:
             continue
         assert [h.rank for h in ranked] == list(range(len(ranked)))
-        assert [h.support for h in ranked] == sorted((h.support for h in ranked), reverse=True)
+        assert [h.evidence for h in ranked] == sorted((h.evidence for h in ranked), reverse=True)
         assert set(tiles["hypothesis"].to_pylist()) == set(range(len(ranked)))
         tried = [t["hypothesis"] for t in record.hypotheses_tried]
         assert tried == list(range(len(tried))) and 1 <= len(tried) <= 5

@@ -3,6 +3,7 @@ fit the query's footprint, and record matches, JSON and GeoJSON."""
 
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -27,11 +28,13 @@ from rsloc_assets.verification.footprint import (
 )
 from rsloc_assets.verification.matching import PatchMatch, VerifyParams, match_patch
 
-STOP_SHARE = 0.25  # a footprint agreeing with this share of the patches ends the search
-# Per hypothesis: this many accepted patches fit a footprint well (on the 30,913-tile bench, a
-# true place had 12–54 patches accept, wrong ones none), and this many tried without one accepted
-# abandon it. Patches go in batches of 2 × workers, supported ones first, best hit first.
+# Per hypothesis: this many accepted patches fit a footprint well (uncapped, on four queries of
+# the 30,913-tile bench, a true place had 12–54 patches accept, wrong ones none), and this many
+# tried without one accepted abandon it. Patches go in batches of 2 × workers, supported ones
+# first, best hit first.
 ENOUGH_ACCEPTED, GIVE_UP_AFTER = 16, 8
+# A footprint that this share of the patches (at most ENOUGH_ACCEPTED) agree with ends the search.
+STOP_SHARE = 0.25
 
 
 def verification_plan(table: pa.Table, hypothesis: int) -> dict[int, list[dict]]:
@@ -83,6 +86,7 @@ class _Tried:
             "hypothesis": self.hypothesis.rank,
             "source": str(self.hypothesis.source),
             "support": self.hypothesis.support,
+            "evidence": round(self.hypothesis.evidence, 4),
             "patches_accepted": len(self.points),
             "patches_agreeing": self.agreeing,
         }
@@ -98,10 +102,10 @@ def verify_query(
 ) -> tuple[Localization, Footprint | None]:
     """Stage 3: verify stage 2's hypotheses best first, each patch against the mosaic of the tile
     the hypothesis puts it on (then its supporting candidate's), and fit a footprint from the
-    accepted patches. The search stops at a footprint agreeing with `STOP_SHARE` of the patches or
-    after `hypotheses`; the footprint with the most agreeing patches wins, and every hypothesis
-    tried is recorded. Without a footprint the query is "not verified" and keeps the stage-2
-    estimate, recorded.
+    accepted patches. The search stops at a footprint agreeing with `STOP_SHARE` of the patches
+    (at most `ENOUGH_ACCEPTED`) or after `hypotheses`; the footprint with the most agreeing
+    patches wins, and every hypothesis tried is recorded. Without a footprint the query is "not
+    verified" and keeps the stage-2 estimate, recorded.
     """
     start = time.perf_counter()
     params = params or VerifyParams()
@@ -116,6 +120,7 @@ def verify_query(
         in_gallery = set(manifest["key"].to_pylist())
         windows = patches.select(["x0", "y0", "width", "height"]).to_pylist()
         cache = FeatureCache(layout.features, params)
+        stop_at = min(math.ceil(STOP_SHARE * patches.num_rows), ENOUGH_ACCEPTED)
         for h in ranked[:hypotheses]:
             plan = verification_plan(table, h.rank)
             keys = {t["key"] for tiles in plan.values() for t in tiles} & in_gallery
@@ -155,7 +160,7 @@ def verify_query(
                         break
             fp = fit_footprint(points, query.width, query.height)
             tried.append(_Tried(h, rows, points, fp))
-            if fp is not None and fp.patches_agreeing >= STOP_SHARE * patches.num_rows:
+            if fp is not None and fp.patches_agreeing >= stop_at:
                 break
     best = max(tried, key=lambda t: t.agreeing, default=None)
     fp = None if best is None else best.footprint
