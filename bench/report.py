@@ -236,12 +236,29 @@ def gallery_size_section(results: dict[str, dict], out: Path) -> list[str]:
             "",
         ]
     lines += ["![within one tile per stage against gallery size](gallery_size.png)", ""]
-    _plot_gallery_size(f["sizes"], out / "gallery_size.png")
+    _plot_gallery_size(f["sizes"], target, out / "gallery_size.png")
     return lines
 
 
-def _plot_gallery_size(sizes: list[dict], path: Path) -> None:
+def _plot_gallery_size(sizes: list[dict], projected: dict, path: Path) -> None:
+    """Within one tile per stage against gallery size, measured, and the synthetic queries'
+    projection from the largest gallery (dotted, open markers)."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    largest = max((s for s in sizes if s["dataset"] == "synthetic"), key=lambda s: s["tiles"])
+    for j, stage in enumerate(STAGE_LABELS):
+        share = projected["within_1_tile"].get(stage)
+        if share is None:
+            continue
+        start = next(x for x in largest["stages"] if x["stage"] == stage)["within_1_tile"]
+        ax.plot(
+            [largest["tiles"], projected["tiles"]],
+            [start, share],
+            ":",
+            marker="o",
+            markerfacecolor="none",
+            color=f"C{j}",
+            label=f"{STAGE_LABELS[stage]} (projected)",
+        )
     for dataset in sorted({s["dataset"] for s in sizes}):
         rows = sorted((s for s in sizes if s["dataset"] == dataset), key=lambda s: s["tiles"])
         tiles = [r["tiles"] for r in rows]
@@ -256,7 +273,7 @@ def _plot_gallery_size(sizes: list[dict], path: Path) -> None:
     ax.set_ylabel("share of queries within one tile")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="lower left", fontsize=7)
     _save(fig, path)
 
 

@@ -7,9 +7,10 @@ A clique only says that its hits' ground distances match their patches' pixel di
 mirrored or a chained set of hits can also satisfy; the rigid fit (a rotation and a shift, no
 reflection, scale fixed by the ground resolution) keeps only hits that agree on one placement of
 the whole image, and refining it on all candidates counts patches the clique missed. On the
-30,913-tile gallery of `make bench-gallery-size` (64 queries) this put the true place first for
-63 queries where the best clique group's vote did for 61; ranking by evidence rather than by
-supporting patches took NAIP cross-date (`bench-real`, 99 tiles) from 12 to 17 of 18.
+30,913-tile gallery of `make bench-gallery-size` (64 queries, replayed on its candidates) this put
+the true place first for 63 queries where the best clique group's vote did for 61; ranking by
+evidence rather than by supporting patches took NAIP cross-date (`bench-real`, 99 tiles) from 12
+to 17 of 18.
 """
 
 from __future__ import annotations
