@@ -97,7 +97,7 @@ def from_hypothesis(
     """A hypothesis as a query's estimate: its centre, turned footprint and patch support."""
     return Localization(
         query=query,
-        method=Method.CLIQUE if h.source == Method.CLIQUE else Method.RETRIEVAL_VOTE,
+        method=h.source,
         centre_lon=h.centre_lon,
         centre_lat=h.centre_lat,
         corners_lonlat=footprint(h.centre_lon, h.centre_lat, image_ground_m, h.rotation_deg),
@@ -109,7 +109,7 @@ def from_hypothesis(
 
 
 def localize_query(layout: Layout, name: str, vote_top: int = 10) -> Localization:
-    """Where a query is from retrieval and cliques: the best-supported hypothesis, else the
+    """Where a query is from retrieval and cliques: the best hypothesis (most evidence), else the
     retrieval vote; the retrieval-only estimate is kept beside it."""
     work = layout.query(name)
     patches, meta = work.patches()

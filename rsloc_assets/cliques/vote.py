@@ -84,7 +84,7 @@ def vote(
         return Localization(
             query, Method.NOT_LOCALIZED, patches=patches.num_rows, reason="no candidates"
         )
-    patch, lon, lat, score = implied_centres(candidates, patches)
+    patch, lon, lat, score = implied_centres(candidates.take(pa.array(members)), patches)
     return consensus(
         query,
         Method.RETRIEVAL_VOTE,
@@ -92,7 +92,7 @@ def vote(
         lon,
         lat,
         score,
-        members,
+        np.arange(len(members)),
         patches.num_rows,
         image_ground_m,
     )

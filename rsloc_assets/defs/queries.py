@@ -124,13 +124,14 @@ def verified_localization(
     stage-2 estimate recorded as not verified."""
     encoder = rsloc.load_encoder() if rsloc.verify_recheck else None
     layout = rsloc.layout()
-    loc, fp = verify_query(
+    record, fp = verify_query(
         layout,
         context.partition_key,
         encoder,
         hypotheses=rsloc.verify_hypotheses,
         workers=rsloc.verify_workers,
     )
+    loc = record.estimate
     if fp is None:
         context.log.warning("%s: %s", loc.query, loc.reason)
     metadata = {
@@ -138,14 +139,11 @@ def verified_localization(
         "centre_lonlat": str([loc.centre_lon, loc.centre_lat]),
         "agreeing_patches": loc.support,
         "error_estimate_m": loc.error_m or 0.0,
+        "hypotheses_tried": len(record.hypotheses_tried),
     }
-    record = layout.query(loc.query).verification()
-    if record is not None:
-        metadata["hypotheses_tried"] = len(record.hypotheses_tried)
-    if fp is not None and record is not None and record.hypothesis is not None:
-        metadata["hypothesis"] = record.hypothesis
     if fp is not None:
         metadata |= {
+            "hypothesis": record.hypothesis,
             "scale_m_per_px": round(fp.scale_m_per_px, 4),
             "rotation_deg": round(fp.rotation_deg, 2),
             "geojson": dg.MetadataValue.path(str(layout.query(loc.query).footprint_path)),

@@ -99,7 +99,7 @@ def verify_query(
     params: VerifyParams | None = None,
     hypotheses: int = 5,
     workers: int = 2,
-) -> tuple[Localization, Footprint | None]:
+) -> tuple[Verification, Footprint | None]:
     """Stage 3: verify stage 2's hypotheses best first, each patch against the mosaic of the tile
     the hypothesis puts it on (then its supporting candidate's), and fit a footprint from the
     accepted patches. The search stops at a footprint agreeing with `STOP_SHARE` of the patches
@@ -197,4 +197,4 @@ def verify_query(
             name, fp, {"seconds": round(seconds, 2), "hypothesis": best.hypothesis.rank}
         )
     work.write_verification(record, pa.Table.from_pylist(rows, schema=MATCH_SCHEMA), geojson)
-    return final, fp
+    return record, fp
