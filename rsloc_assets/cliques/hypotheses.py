@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from rsloc_assets.geodesy import distance_m, metres_per_degree
+from rsloc_assets.cliques.vote import best_per_patch
+from rsloc_assets.geodesy import distance_m, metres_per_degree, offset_lonlat
 from rsloc_assets.grids import TileGrid
 from rsloc_assets.records import HYPOTHESIS_SCHEMA, Hypothesis, Method
 
@@ -81,16 +82,6 @@ def _local(lon: np.ndarray, lat: np.ndarray, lon0: float, lat0: float) -> np.nda
     return np.stack([(lon - lon0) * m_lon, (lat - lat0) * m_lat], axis=1)
 
 
-def _best_per_patch(hits: np.ndarray, patch: np.ndarray, key: np.ndarray) -> np.ndarray:
-    """The hit with the smallest `key` in each patch among `hits`."""
-    if not len(hits):
-        return hits
-    order = hits[np.lexsort((key[hits], patch[hits]))]
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = patch[order][1:] != patch[order][:-1]
-    return order[first]
-
-
 def _patch_medians(patch: np.ndarray, score: np.ndarray, n_patches: int) -> np.ndarray:
     """The median similarity of each patch's candidates (0 for a patch with none)."""
     out = np.zeros(n_patches, dtype=np.float64)
@@ -120,7 +111,7 @@ def _fit_seed(
     for _ in range(refits + 1):
         theta, shift = rigid_fit(offsets[members], xy[members])
         gap = np.linalg.norm(_rotate(offsets, theta) + shift - xy, axis=1)
-        agree = _best_per_patch(np.flatnonzero(gap <= radius_m), patch, gap)
+        agree = best_per_patch(np.flatnonzero(gap <= radius_m), patch, gap)
         if not len(agree):
             break
         fit = _Fit(theta, shift, agree, float(np.sqrt(np.mean(gap[agree] ** 2))))
@@ -153,12 +144,12 @@ def rank_hypotheses(
     east, north = patches["east_m"].to_numpy(), patches["north_m"].to_numpy()
     offsets = np.stack([east[patch], north[patch]], axis=1)
     typical = _patch_medians(patch, score, patches.num_rows)
+    radius = params.support_tiles * tile_m
     fits = []
     for seed in seeds:
-        hits = _best_per_patch(np.asarray(seed.hits, dtype=np.int64), patch, -score)
+        hits = best_per_patch(np.asarray(seed.hits, dtype=np.int64), patch, -score)
         if not len(hits):
             continue
-        radius = params.support_tiles * tile_m
         found = _fit_seed(hits, offsets, lon, lat, patch, radius, params.refits)
         if found is not None:
             fit, lon0, lat0 = found
@@ -172,8 +163,7 @@ def rank_hypotheses(
     for evidence, support, fit, lon0, lat0, seed in fits:
         if len(hypotheses) == params.max_hypotheses:
             break
-        m_lon, m_lat = (float(v) for v in metres_per_degree(lat0))
-        c_lon, c_lat = lon0 + fit.shift[0] / m_lon, lat0 + fit.shift[1] / m_lat
+        c_lon, c_lat = (float(v) for v in offset_lonlat(lon0, lat0, *fit.shift))
         if any(
             distance_m(c_lon, c_lat, h.centre_lon, h.centre_lat) <= params.merge_tiles * tile_m
             for h in hypotheses
@@ -184,8 +174,8 @@ def rank_hypotheses(
             Hypothesis(
                 rank=rank,
                 source=seed.source,
-                centre_lon=float(c_lon),
-                centre_lat=float(c_lat),
+                centre_lon=c_lon,
+                centre_lat=c_lat,
                 rotation_deg=math.degrees(fit.rotation),
                 support=support,
                 evidence=evidence,
@@ -207,9 +197,8 @@ def _patch_rows(
     zoom: int,
 ) -> list[dict]:
     """Every patch's predicted centre and tile under one hypothesis, with its supporting hit."""
-    m_lon, m_lat = (float(v) for v in metres_per_degree(lat0))
     xy = _rotate(offsets, fit.rotation) + fit.shift
-    p_lon, p_lat = lon0 + xy[:, 0] / m_lon, lat0 + xy[:, 1] / m_lat
+    p_lon, p_lat = offset_lonlat(lon0, lat0, xy[:, 0], xy[:, 1])
     support = nodes.take(pa.array(fit.support)).select(["patch", "key", "rank", "score"])
     hit = {r["patch"]: r for r in support.to_pylist()}
     rows = []

@@ -98,6 +98,16 @@ def vote(
     )
 
 
+def best_per_patch(hits: np.ndarray, patch: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """The hit with the smallest `key` in each patch among `hits`."""
+    if not len(hits):
+        return hits
+    order = hits[np.lexsort((key[hits], patch[hits]))]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = patch[order][1:] != patch[order][:-1]
+    return order[first]
+
+
 def consensus(
     query: str,
     method: Method,
@@ -111,10 +121,7 @@ def consensus(
 ) -> Localization:
     """Estimate from the implied centres at `members`: each patch's best-scoring one, averaged by
     score; confidence = agreeing patches / all patches, `error_m` = their RMS spread."""
-    idx = members[np.lexsort((-score[members], patch[members]))]
-    keep = np.ones(len(idx), dtype=bool)
-    keep[1:] = patch[idx][1:] != patch[idx][:-1]
-    idx = idx[keep]
+    idx = best_per_patch(members, patch, -score)
     w = np.clip(score[idx], 1e-6, None)
     est_lon = float(np.average(lon[idx], weights=w))
     est_lat = float(np.average(lat[idx], weights=w))
