@@ -43,7 +43,7 @@ $(STAMPS)/gdal-python: $(STAMPS)/gdal-lib $(STAMPS)/install
 
 demo: setup
 	$(RSLOC) demo init --root data
-	$(DAGSTER) asset materialize -m rsloc_assets.defs --select gallery_tiles,tile_embeddings
+	$(DAGSTER) asset materialize -m rsloc_assets.defs --select gallery_tiles,gallery_adapter,descriptor_model,tile_embeddings
 	$(RSLOC) queries register --root data
 	@for q in $$($(RSLOC) queries list --root data); do \
 		$(DAGSTER) asset materialize -m rsloc_assets.defs --select $(QUERY_ASSETS) --partition "$$q" || exit 1; \

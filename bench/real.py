@@ -13,6 +13,7 @@ baseline is the share of gallery tiles within one tile of a query's true centre.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import tempfile
@@ -127,6 +128,30 @@ def naip_crops(
     return paths
 
 
+def turn_queries(paths: list[Path], rng: np.random.Generator) -> list[float]:
+    """Turn each query GeoTIFF in place by a heading drawn uniformly from 0–360°: the whole image
+    on a canvas that holds it, nodata (alpha) outside, its geotransform turned with it, so the
+    truth stays exact. Returns the headings."""
+    headings = []
+    for path in paths:
+        ds = gdal.Open(str(path))
+        rgb = np.moveaxis(ds.ReadAsArray(band_list=[1, 2, 3]), 0, -1)
+        nodata = ds.GetRasterBand(1).GetNoDataValue()
+        valid = np.ones(rgb.shape[:2], np.uint8) if nodata is None else (rgb != nodata).any(-1)
+        gt, wkt = ds.GetGeoTransform(), ds.GetProjection()
+        ds = None
+        heading = float(rng.uniform(0.0, 360.0))
+        h, w = rgb.shape[:2]
+        c, s = abs(math.cos(math.radians(heading))), abs(math.sin(math.radians(heading)))
+        size = (math.ceil(w * c + h * s), math.ceil(w * s + h * c))
+        turned, pose = rotated_crop(rgb, (w / 2, h / 2), size, heading)
+        mask, _ = rotated_crop(valid.astype(np.uint8), (w / 2, h / 2), size, heading)
+        path.unlink()
+        write_geotiff(path, turned, crop_geotransform(gt, pose), wkt, valid=mask > 0)
+        headings.append(heading)
+    return headings
+
+
 def datasets(shared: Path, per_image: int, per_date: int) -> dict[str, Dataset]:
     """The two real-data setups, from the files under `shared`."""
     rsloc = sorted((shared / "rsloc").glob("test*/*.tiff"))
@@ -176,8 +201,11 @@ def _truth_centre(layout: Layout, name: str) -> tuple[float, float]:
     return truth.centre_lonlat
 
 
-def run_dataset(ds: Dataset, root: Path, seed: int) -> dict:
-    """Build the gallery, write the queries, materialize every asset, and gather the figures."""
+def run_dataset(
+    ds: Dataset, root: Path, seed: int, rotated: bool = False, settings: dict | None = None
+) -> dict:
+    """Build the gallery, write the queries (each turned to a random heading when `rotated`),
+    materialize every asset with the `rsloc` resource `settings`, and gather the figures."""
     if not ds.inputs:
         raise FileNotFoundError(f"{ds.name}: no input rasters found")
     layout = Layout(root, gallery_path=root / ds.gallery_file)
@@ -185,14 +213,24 @@ def run_dataset(ds: Dataset, root: Path, seed: int) -> dict:
         lambda: build_gallery(ds.inputs, layout.gallery, grid=ds.grid, zoom=ds.zoom, time=ds.time)
     )
     queries = ds.make_queries(layout.queries, np.random.default_rng(seed))
-    rsloc = RslocResource(data_dir=str(root), gallery=str(layout.gallery))
+    headings = turn_queries(queries, np.random.default_rng(seed + 1000)) if rotated else []
+    rsloc = RslocResource(data_dir=str(root), gallery=str(layout.gallery), **(settings or {}))
     run = run_graph(layout, rsloc)
     scores, summary = run.scores, run.summary
     stage_s = summary.mean_seconds
     return {
         "dataset": ds.name,
-        "queries_made": ds.label,
+        "queries_made": ds.label + (", each turned to a uniform 0–360° heading" if rotated else ""),
+        "headings_deg": [round(h, 1) for h in headings],
+        "settings": settings or {},
         "encoder": rsloc.encoder,
+        "descriptor": {
+            "aggregation": rsloc.aggregation,
+            "grid": rsloc.descriptor_grid,
+            "whitening_dim": rsloc.whitening_dim,
+            "adapt": rsloc.adapt,
+            "query_headings": rsloc.query_headings,
+        },
         "gallery": {
             "inputs": [p.name for p in ds.inputs],
             "grid": ds.grid,
@@ -243,7 +281,19 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="kept when given")
     parser.add_argument("--results-dir", type=Path, default=None)
+    parser.add_argument(
+        "--rotated", action="store_true", help="turn every query to a random heading"
+    )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="rsloc resource settings (e.g. aggregation=gem query_headings=1)",
+    )
+    parser.add_argument("--name", default="", help="result name suffix (default: none)")
     args = parser.parse_args(argv)
+    settings = dict(_setting(item) for item in args.set)
     setups = datasets(args.shared, args.per_image, args.per_date)
     lines = []
     for name in args.datasets:
@@ -253,11 +303,23 @@ def main(argv: list[str] | None = None) -> list[str]:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             root = (args.workdir or Path(tmp)) / name
-            figures = run_dataset(setups[name], root, args.seed)
-        write_result(f"real_{name}", figures, args.results_dir)
+            figures = run_dataset(setups[name], root, args.seed, args.rotated, settings)
+        suffix = ("_rotated" if args.rotated else "") + (f"_{args.name}" if args.name else "")
+        write_result(f"real_{name}{suffix}", figures, args.results_dir)
         lines.append(summary_line(figures))
         print(lines[-1])
     return lines
+
+
+def _setting(item: str) -> tuple[str, object]:
+    """FIELD=VALUE with VALUE read as JSON when it parses (numbers, true/false), else a string."""
+    field, sep, value = item.partition("=")
+    if not sep or field not in RslocResource.model_fields:
+        raise SystemExit(f"--set takes FIELD=VALUE with an rsloc resource field, got {item!r}")
+    try:
+        return field, json.loads(value)
+    except json.JSONDecodeError:
+        return field, value
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ from rsloc_assets.gallery.builder import build_gallery
 from rsloc_assets.gallery.reader import Gallery
 from rsloc_assets.grids import GRIDS
 from rsloc_assets.layout import Layout
+from rsloc_assets.retrieval.adapter import AdapterParams
+from rsloc_assets.retrieval.descriptors import DescriptorSpec
+from rsloc_assets.retrieval.encoders import ENCODERS, load_encoder
 from rsloc_assets.synthetic.demo import PRESETS, init_demo, summary_lines
 
 
@@ -48,6 +51,21 @@ def gallery_info(args: argparse.Namespace) -> None:
                 f"z{z}: {gallery.count(z)} tiles, {len(times)} time(s) [{shown}],"
                 f" lon {box.west:.6f}..{box.east:.6f}, lat {box.south:.6f}..{box.north:.6f}"
             )
+
+
+def gallery_adapt(args: argparse.Namespace) -> None:
+    """Train the gallery adapter outside Dagster (what the `gallery_adapter` asset runs) and
+    print its training record; `descriptor_model` and `tile_embeddings` then use it."""
+    from rsloc_assets.retrieval.models import adapt_gallery  # imports torch: seconds
+
+    layout = Layout(Path(args.root), Path(args.gallery) if args.gallery else None)
+    encoder = load_encoder(args.encoder, args.model_dir, args.device, layer=args.layer)
+    params = AdapterParams(view_budget=args.view_budget, epochs=args.epochs, grid=args.grid)
+    result = adapt_gallery(layout, encoder, params)
+    if result.adapter is None:
+        raise ValueError("no adapter was trained")
+    record = ", ".join(f"{k} {v}" for k, v in result.adapter.record.items())
+    print(f"adapter {result.adapter.version} for {encoder.name} written to {result.path}: {record}")
 
 
 def demo_init(args: argparse.Namespace) -> None:
@@ -111,6 +129,32 @@ def _add_gallery_commands(commands: argparse._SubParsersAction) -> None:
     build.add_argument("inputs", nargs="+", metavar="IN", help="georeferenced rasters")
     build.add_argument("out", metavar="OUT", help="gallery file to create or append to")
     build.set_defaults(func=gallery_build)
+
+    adapt = actions.add_parser(
+        "adapt", help="train the self-supervised adapter on a data folder's gallery"
+    )
+    adapt.add_argument("--root", default="data", help="data folder (default: data)")
+    adapt.add_argument(
+        "--gallery", default="", help="gallery file (default: <root>/gallery.sqlite)"
+    )
+    adapt.add_argument("--encoder", default="effnetl2", choices=ENCODERS)
+    adapt.add_argument("--model-dir", default=None, help="local model folder (not effnetl2)")
+    adapt.add_argument("--layer", type=int, default=None, help="DINOv2 block for local features")
+    adapt.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    adapt.add_argument("--epochs", type=int, default=AdapterParams.epochs)
+    adapt.add_argument(
+        "--grid",
+        type=int,
+        default=DescriptorSpec.grid,
+        help="cells per side of the grid descriptor the loss trains; 0 for whole-map GeM",
+    )
+    adapt.add_argument(
+        "--view-budget",
+        type=int,
+        default=AdapterParams.view_budget,
+        help="frozen forward passes (tiles sampled × views per tile)",
+    )
+    adapt.set_defaults(func=gallery_adapt)
 
     info = actions.add_parser("info", help="describe a gallery")
     info.add_argument("path", metavar="PATH", help="RSLoc ge_tiles SQLite or MBTiles file")

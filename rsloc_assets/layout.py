@@ -63,10 +63,11 @@ def table_meta(table: pa.Table) -> dict:
 
 def _read_patch_table(path: Path, asset: str) -> pa.Table:
     """A per-patch table; a one-line error for one written before its patch-id column was named
-    `patch` (it was `query`)."""
+    `patch` (it was `query`) or before candidates had a heading."""
     table = pq.read_table(path)
-    if "patch" not in table.column_names:
-        raise ValueError(f"{path} predates its `patch` column: rematerialize {asset}")
+    for column in ("patch", "heading_deg"):
+        if column not in table.column_names:
+            raise ValueError(f"{path} predates its `{column}` column: rematerialize {asset}")
     return table
 
 
@@ -233,6 +234,11 @@ class Layout:
     def features(self) -> Path:
         """SIFT features of gallery mosaics, cached per tile and time."""
         return self.work / "features"
+
+    @property
+    def models(self) -> Path:
+        """Stage 1's gallery-fitted models (adapter, descriptor): versioned files, pointers."""
+        return self.root / "models"
 
     @property
     def manifest(self) -> Path:

@@ -17,9 +17,14 @@ gdal.UseExceptions()
 
 
 def write_geotiff(
-    path: Path, rgb: np.ndarray, geotransform: Sequence[float], crs: int | str
+    path: Path,
+    rgb: np.ndarray,
+    geotransform: Sequence[float],
+    crs: int | str,
+    valid: np.ndarray | None = None,
 ) -> Path:
-    """Write an RGB uint8 array as a tiled DEFLATE GeoTIFF (crs: EPSG code or WKT), atomically."""
+    """Write an RGB uint8 array as a tiled DEFLATE GeoTIFF (crs: EPSG code or WKT), atomically;
+    with `valid`, an alpha band marks the pixels that hold data."""
     h, w = rgb.shape[:2]
     options = [
         "TILED=YES",
@@ -35,10 +40,14 @@ def write_geotiff(
         srs.ImportFromWkt(crs)
 
     def write(tmp: str) -> None:
-        ds = gdal.GetDriverByName("GTiff").Create(tmp, w, h, 3, gdal.GDT_Byte, options=options)
+        bands = 3 if valid is None else 4
+        extra = [] if valid is None else ["ALPHA=YES"]
+        driver = gdal.GetDriverByName("GTiff")
+        ds = driver.Create(tmp, w, h, bands, gdal.GDT_Byte, options=options + extra)
         ds.SetGeoTransform([float(v) for v in geotransform])
         ds.SetProjection(srs.ExportToWkt())
-        ds.WriteArray(np.moveaxis(rgb, -1, 0))
+        pixels = rgb if valid is None else np.dstack([rgb, np.where(valid, 255, 0)])
+        ds.WriteArray(np.moveaxis(pixels.astype(np.uint8), -1, 0))
         ds.FlushCache()
         ds = None
 

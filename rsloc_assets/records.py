@@ -55,7 +55,9 @@ _TILE_FIELDS = [
 MANIFEST_SCHEMA = pa.schema(_TILE_FIELDS)
 
 # One row per query patch: its window, centre in query pixels, and centre offset from the image
-# centre in ground metres.
+# centre in ground metres along the image's x and up axes (east and north when it is north-up).
+# The patches parquet adds, per heading of `PatchMeta.headings`, `heading_valid` (the view's
+# valid share) and `vector` (its embedding): fixed-size lists, of fixed-size lists for `vector`.
 PATCH_SCHEMA = pa.schema(
     [
         ("patch", pa.int32()),
@@ -71,8 +73,9 @@ PATCH_SCHEMA = pa.schema(
     ]
 )
 
-# One row per (patch, retrieved tile): rank 0 is the patch's most similar tile.
-CANDIDATE_SCHEMA = pa.schema(
+# One row per (query vector, retrieved tile) of one batched store search: `patch` is the vector's
+# row, rank 0 its most similar tile.
+SEARCH_SCHEMA = pa.schema(
     [
         ("patch", pa.int32()),
         ("rank", pa.int32()),
@@ -85,6 +88,11 @@ CANDIDATE_SCHEMA = pa.schema(
         ("score", pa.float32()),
     ]
 )
+
+# One row per (patch, retrieved tile): the tile's best score over the patch's headings and the
+# heading it came from (degrees counter-clockwise the patch was turned to be north-up); rank 0
+# is the patch's most similar tile.
+CANDIDATE_SCHEMA = SEARCH_SCHEMA.append(pa.field("heading_deg", pa.float32()))
 
 # The candidates that entered the clique graph, with their best group's score and id (-1: none).
 NODE_SCHEMA = CANDIDATE_SCHEMA.append(pa.field("clique_score", pa.int32())).append(
@@ -159,7 +167,8 @@ class GalleryInfo:
 @dataclass(frozen=True)
 class PatchMeta:
     """A query as its patch table records it: size, ground resolution, why it has no patches (if
-    so), the gallery it was cut for, and the step's seconds."""
+    so), the gallery it was cut for, the step's seconds, and the headings (degrees) each patch
+    was embedded at, in the order of its `vector` list."""
 
     query: str
     width: int
@@ -168,6 +177,7 @@ class PatchMeta:
     reason: str
     gallery: GalleryInfo
     seconds: float
+    headings: tuple[float, ...] = (0.0,)
 
     @property
     def image_ground_m(self) -> tuple[float, float]:
@@ -183,6 +193,7 @@ class PatchMeta:
             "reason": self.reason,
             "gallery": self.gallery.to_dict(),
             "seconds": self.seconds,
+            "headings": list(self.headings),
         }
 
     @classmethod
@@ -195,6 +206,7 @@ class PatchMeta:
             d["reason"],
             GalleryInfo.from_dict(d["gallery"]),
             d["seconds"],
+            tuple(d.get("headings", [0.0])),  # tables written before headings were north-up
         )
 
 

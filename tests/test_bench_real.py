@@ -69,3 +69,20 @@ def test_absent_shared_data_is_a_one_line_skip(tmp_path, capsys):
     ]
     assert capsys.readouterr().out.strip().splitlines() == lines
     assert not list(tmp_path.glob("*.json"))
+
+
+@needs_naip
+def test_a_turned_naip_crop_still_lies_where_its_georeference_says(tmp_path):
+    rng = np.random.default_rng(5)
+    (path,) = real.naip_crops(NAIP[:1], tmp_path, rng, per_date=1)
+    (heading,) = real.turn_queries([path], np.random.default_rng(6))
+    turned = gdal.Open(str(path))
+    assert turned.RasterCount == 4
+    assert turned.GetRasterBand(4).GetColorInterpretation() == gdal.GCI_AlphaBand
+    gt = turned.GetGeoTransform()
+    # The image's x axis points `heading` degrees counter-clockwise from east.
+    assert abs((np.degrees(np.arctan2(gt[4], gt[1])) - heading + 180) % 360 - 180) < 0.1
+    moved, ref = _back_onto_source(path, NAIP[0])
+    inner = (moved > 0) & (ref > 0)
+    assert inner.sum() > 100_000
+    np.testing.assert_allclose(np.median(np.abs(moved[inner] - ref[inner])), 0, atol=6.0)

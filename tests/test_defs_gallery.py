@@ -88,3 +88,37 @@ def test_corrupt_tile_is_skipped_counted_and_not_retried(small_world):
     meta, checks = refresh(rsloc)
     assert (meta["embedded"], meta["corrupt_known"], meta["rows"]) == (0, 1, tiles - 1)
     assert all(c.passed for c in checks)
+
+
+def materialize_fitted(rsloc, selection):
+    result = dg.materialize(
+        ASSETS, selection=selection, resources={"rsloc": rsloc}, raise_on_error=False
+    )
+    events = {
+        m.asset_key.path[-1]: {k: v.value for k, v in m.materialization.metadata.items()}
+        for m in result.get_asset_materialization_events()
+    }
+    return result, events
+
+
+def test_a_refit_descriptor_embeds_into_a_new_table(small_layout):
+    fitted = ["gallery_tiles", "gallery_adapter", "descriptor_model", "tile_embeddings"]
+    rsloc = RslocResource(data_dir=str(small_layout.root), whitening_dim=8, fit_sample_tiles=16)
+    result, events = materialize_fitted(rsloc, fitted)
+    assert result.success
+    version = events["descriptor_model"]["version"]
+    assert events["descriptor_model"]["dimension"] == 8
+    assert events["tile_embeddings"]["table"] == f"effnetl2_grid3_w8_{version}_ge_z15"
+    assert events["tile_embeddings"]["embedded"] == events["tile_embeddings"]["rows"]
+
+    # New settings without a refit: the embeddings refuse to use the old model.
+    changed = RslocResource(data_dir=str(small_layout.root), whitening_dim=6, fit_sample_tiles=16)
+    result, _ = materialize_fitted(changed, ["tile_embeddings"])
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error.cause.message
+    assert "materialize descriptor_model" in failure.splitlines()[0]
+
+    result, events = materialize_fitted(changed, fitted)
+    assert result.success and events["descriptor_model"]["version"] != version
+    assert events["tile_embeddings"]["table"].startswith("effnetl2_grid3_w6_")
+    assert events["tile_embeddings"]["embedded"] == events["tile_embeddings"]["rows"]

@@ -1,9 +1,12 @@
-"""The whole asset graph on a small demo world, materialized with Dagster for real."""
+"""The whole asset graph on a small demo world (its north-up queries and turned ones),
+materialized with Dagster for real."""
 
 import json
 import statistics
 
+import cv2
 import dagster as dg
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from osgeo import gdal
@@ -11,6 +14,14 @@ from osgeo import gdal
 from rsloc_assets.defs import defs
 from rsloc_assets.defs.partitions import queries_partitions
 from rsloc_assets.defs.resources import RslocResource
+from rsloc_assets.evaluation.truth import read_truth
+from rsloc_assets.geodesy import distance_m
+from rsloc_assets.layout import Layout
+from rsloc_assets.raster import crop_geotransform, rotated_crop, write_geotiff
+from rsloc_assets.records import Stage
+from rsloc_assets.retrieval.patches import headings_deg
+from rsloc_assets.synthetic.demo import PRESETS, QUERY_SEASON
+from rsloc_assets.synthetic.seasons import render
 
 ASSETS = list(defs.assets)
 QUERY_ASSETS = [
@@ -20,12 +31,36 @@ QUERY_ASSETS = [
     "localization",
     "verified_localization",
 ]
+# Queries turned counter-clockwise (their x axis this far from east), beside the demo's north-up
+# ones: stage 1 embeds every patch at four headings, so these must localize too.
+TURNED = {"turned037": 37.0, "turned090": 90.0, "turned180": 180.0}
+
+
+def write_turned_queries(layout: Layout) -> None:
+    """The `TURNED` queries: 4 × 5 km at the small world's centre on the queries' season,
+    blurred and noised, each with its true (turned) georeference."""
+    spec = PRESETS["small"].world
+    image = render(spec, QUERY_SEASON)
+    centre = (image.shape[1] / 2, image.shape[0] / 2)
+    size = (round(4000 / spec.gsd_m), round(5000 / spec.gsd_m))
+    rng = np.random.default_rng(0)
+    for name, turn in TURNED.items():
+        crop, pose = rotated_crop(image, centre, size, turn)
+        noisy = cv2.GaussianBlur(crop, (0, 0), 0.7) + rng.normal(0.0, 4.0, crop.shape)
+        pixels = np.clip(noisy, 0, 255).astype(np.uint8)
+        gt = crop_geotransform(spec.geotransform, pose)
+        write_geotiff(layout.queries / f"{name}.tif", pixels, gt, spec.epsg)
 
 
 @pytest.fixture(scope="module")
 def world(small_layout):
     layout = small_layout
-    rsloc = RslocResource(data_dir=str(layout.root), top_k=100, index_min_rows=1_000_000)
+    write_turned_queries(layout)
+    settings = {"data_dir": str(layout.root), "top_k": 100, "index_min_rows": 1_000_000}
+    # The demo's north-up queries at one heading, the turned ones at the default four: each
+    # heading embeds every patch once more (four for all would add ~40 s on 2 busy cores).
+    rsloc = RslocResource(**settings, query_headings=1)
+    turned = RslocResource(**settings)
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         ASSETS,
@@ -40,7 +75,7 @@ def world(small_layout):
             ASSETS,
             selection=QUERY_ASSETS,
             partition_key=name,
-            resources={"rsloc": rsloc},
+            resources={"rsloc": turned if name in TURNED else rsloc},
             instance=instance,
         )
         assert result.success
@@ -160,3 +195,27 @@ def test_query_smaller_than_a_patch_is_a_recorded_skip(world):
     meta = _metadata(result, "localization")
     assert meta["method"].value == "not-localized"
     assert "smaller than one patch" in meta["reason"].value
+
+
+def _corner_error_m(corners: list[tuple[float, float]], truth: list[tuple[float, float]]) -> float:
+    e, t = np.array(corners), np.array(truth)
+    return float(np.mean(distance_m(e[:, 0], e[:, 1], t[:, 0], t[:, 1])))
+
+
+@pytest.mark.parametrize("name", TURNED)
+def test_a_turned_query_localizes_with_its_corners_in_place(world, name):
+    """Stage 2 puts a turned query within a tile, its footprint turned the right way; the verified
+    footprint's corners (TL, TR, BR, BL) match those of the query's own turned georeference."""
+    layout, _, _ = world
+    scores = {
+        s["query"]: s for s in pq.read_table(layout.reports / "evaluation.parquet").to_pylist()
+    }
+    score, work = scores[name], layout.query(name)
+    assert work.patches()[1].headings == headings_deg(RslocResource().query_headings)
+    truth = read_truth(layout.query_file(name))
+    assert score["cliques_error_m"] <= score["tile_m"], score
+    stage2 = work.localization(Stage.CLIQUES)
+    assert _corner_error_m(stage2.corners_lonlat, truth.corners_lonlat) < 2 * score["tile_m"]
+    assert score["method"] == "verified" and score["corner_error_m"] < 30.0, score
+    turn = work.verification().footprint["rotation_deg"]
+    assert abs((turn - TURNED[name] + 180) % 360 - 180) < 2.0

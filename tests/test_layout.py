@@ -88,6 +88,9 @@ def test_files_from_before_a_format_change_are_one_line_errors(tmp_path: Path):
     pq.write_table(pa.table({"query": [0], "rank": [0]}), work.candidates_path)
     with pytest.raises(ValueError, match="rematerialize candidates"):
         work.candidates()
+    pq.write_table(pa.table({"patch": [0], "rank": [0]}), work.candidates_path)
+    with pytest.raises(ValueError, match="predates its `heading_deg` column"):
+        work.candidates()
 
 
 def test_query_files_and_stamps(tmp_path: Path):

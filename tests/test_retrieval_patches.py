@@ -2,12 +2,22 @@
 
 import json
 import math
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from osgeo import gdal, osr
 
-from rsloc_assets.retrieval.patches import cut_patches, plan_patches, read_query
+from rsloc_assets.raster import rotated_crop
+from rsloc_assets.retrieval.patches import (
+    QueryImage,
+    cut_patches,
+    heading_views,
+    headings_deg,
+    plan_patches,
+    read_query,
+)
 
 
 def write_tif(path, array, epsg=None, gt=None, nodata=None):
@@ -61,14 +71,15 @@ def test_patch_grid_covers_image_with_true_centres(tmp_path):
     with pytest.raises(ValueError, match="smaller than one patch"):
         cut_patches(q, plan)
     plan = plan_patches((200.0, 200.0), q.gsd_m)  # 150 px patches, 50 px stride
-    table, pixels = cut_patches(q, plan)
+    table = cut_patches(q, plan)
     x0, cx = table["x0"].to_numpy(), table["cx"].to_numpy()
     assert x0.min() == 0 and x0.max() == 1000 - 150
     np.testing.assert_allclose(cx, x0 + 75)  # the centre, not (x + size) / 2
     row = table.slice(0, 1).to_pylist()[0]
     assert row["east_m"] == pytest.approx((75 - 500) * 4.0)
     assert row["north_m"] == pytest.approx((350 - 75) * 4.0)
-    assert np.array_equal(pixels[0], rgb[:150, :150])
+    views, valid = heading_views(q, table, plan, 0.0)
+    assert np.array_equal(views[0], rgb[:150, :150]) and (valid == 1).all()
 
 
 def test_nodata_patches_are_dropped(tmp_path):
@@ -76,7 +87,67 @@ def test_nodata_patches_are_dropped(tmp_path):
     rgb[:, 150:] = 0
     path = write_tif(tmp_path / "q.tif", rgb, 32631, (500000, 4.0, 0, 5300000, 0, -4.0), 0)
     q = read_query(path, ref_lat=47.0)
-    table, _ = cut_patches(q, plan_patches((100.0, 100.0), q.gsd_m))
+    table = cut_patches(q, plan_patches((100.0, 100.0), q.gsd_m))
     assert table.num_rows > 0
     assert (table["x0"].to_numpy() + table["width"].to_numpy() / 2 <= 150 + 38).all()
     assert (table["valid_fraction"].to_numpy() >= 0.5).all()
+
+
+def _image(rgb: np.ndarray, gsd: float = 4.0) -> QueryImage:
+    return QueryImage("q", Path("q.tif"), rgb, np.ones(rgb.shape[:2], bool), (gsd, gsd))
+
+
+def test_headings_are_evenly_spaced():
+    assert headings_deg(1) == (0.0,)
+    assert headings_deg(4) == (0.0, 90.0, 180.0, 270.0)
+    assert headings_deg(8)[1::2] == (45.0, 135.0, 225.0, 315.0)
+    with pytest.raises(ValueError, match="at least one heading"):
+        headings_deg(0)
+
+
+def test_quarter_turns_are_exact_rotations_of_the_patch():
+    rgb = np.random.default_rng(1).integers(0, 255, (400, 500, 3), dtype=np.uint8)
+    q = _image(rgb)
+    plan = plan_patches((200.0, 200.0), q.gsd_m)  # square on the ground: 150 px
+    table = cut_patches(q, plan)
+    x0, y0 = table["x0"].to_numpy(), table["y0"].to_numpy()
+    patch = rgb[y0[3] : y0[3] + 150, x0[3] : x0[3] + 150]
+    for k, heading in enumerate(headings_deg(4)):
+        views, valid = heading_views(q, table, plan, heading)
+        assert np.array_equal(views[3], np.rot90(patch, k)) and (valid == 1).all()
+
+
+def test_a_quarter_turn_keeps_the_mosaic_ground_and_blanks_what_lies_off_the_image():
+    """A patch 2 tiles wide and 3 high turned 90° is cut from a window 3 wide and 2 high about
+    its centre, so it still shows a mosaic's ground; what falls off the image is black."""
+    rgb = np.random.default_rng(2).integers(1, 255, (300, 400, 3), dtype=np.uint8)
+    q = _image(rgb)
+    plan = plan_patches((100.0, 150.0), q.gsd_m)  # 75 × 112 px (rounded), stride 25 × 38
+    table = cut_patches(q, plan).slice(0, 1)  # the top-left patch: centre (37.5, 56)
+    views, valid = heading_views(q, table, plan, 90.0)
+    assert views.shape[1:3] == (plan.height, plan.width)
+    window = np.zeros((plan.width, plan.height, 3), np.uint8)  # 112 wide, 75 high
+    window[:, 18:] = rgb[18:93, :94]  # x0 = round(37.5 − 56) = −18 (half a pixel rounded)
+    assert np.array_equal(views[0], np.rot90(window, 1))
+    assert valid[0] == pytest.approx(94 / 112)
+
+
+def test_a_diagonal_heading_undoes_the_query_turn():
+    """A north-up scene turned 45° counter-clockwise looks north-up again in its 45° view (and
+    not in its 315° one)."""
+    rng = np.random.default_rng(3)
+    scene = cv2.GaussianBlur(rng.integers(0, 255, (600, 600, 3), dtype=np.uint8), (0, 0), 3)
+    turned, pose = rotated_crop(scene, (300.0, 300.0), (400, 400), 45.0)
+    q = _image(turned)
+    plan = plan_patches((200.0, 200.0), q.gsd_m)  # 150 px
+    table = cut_patches(q, plan).slice(12, 1)  # a patch off the centre, corners off the image
+    sx, sy = (round(v) for v in pose @ (table["cx"][0].as_py(), table["cy"][0].as_py(), 1.0))
+    truth = scene[sy - 75 : sy + 75, sx - 75 : sx + 75]
+    right, valid = heading_views(q, table, plan, 45.0)
+    wrong, _ = heading_views(q, table, plan, 315.0)
+
+    def error(view: np.ndarray) -> float:
+        return float(np.abs(view[0, 20:-20, 20:-20].astype(float) - truth[20:-20, 20:-20]).mean())
+
+    assert error(right) < 1.0 and error(wrong) > 5 * error(right)  # measured 0.5 and 7.9
+    assert 0.9 < valid[0] < 1.0  # a corner of the turned window lies off the image

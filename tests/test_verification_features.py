@@ -1,4 +1,5 @@
-"""The per-tile SIFT feature cache: one file per tile, time and settings, read back exactly."""
+"""The per-tile SIFT feature cache: one file per tile, time, settings and working size, read back
+exactly."""
 
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from rsloc_assets.gallery.reader import TileRef
 from rsloc_assets.synthetic.landscape import WorldSpec, world
 from rsloc_assets.synthetic.seasons import render
-from rsloc_assets.verification.features import FeatureCache, load_features
+from rsloc_assets.verification.features import FeatureCache, load_features, save_features
 from rsloc_assets.verification.matching import VerifyParams, extract_features, match_patch
 
 REF = TileRef(15, 16_600, 12_100, "2023")
@@ -44,6 +45,31 @@ def test_cache_files_are_keyed_by_tile_time_and_settings(tmp_path: Path):
     other_time = TileRef(REF.z, REF.col, REF.row, "2024")
     paths = {default.path(REF), default.path(other_time), coarse.path(REF)}
     assert len(paths) == 3 and all(p.is_relative_to(tmp_path) for p in paths)
+
+
+def test_cache_is_keyed_by_working_size_and_clahe_and_stays_inside_root(mosaic, tmp_path: Path):
+    cache = FeatureCache(tmp_path, VerifyParams())
+    clahe = FeatureCache(tmp_path, VerifyParams(clahe_clip=2.0))
+    odd = TileRef(REF.z, REF.col, REF.row, "../../2023/05")
+    paths = {
+        cache.path(REF),
+        cache.path(REF, (250, 250)),
+        cache.path(REF, (250, 384)),
+        clahe.path(REF),
+        clahe.path(REF, (250, 250)),
+        cache.path(odd),
+    }
+    assert len(paths) == 6
+    assert all(p.parent in (cache.root, clahe.root) for p in paths)
+    assert cache.root.parent == clahe.root.parent == tmp_path
+
+    small = cache.features(REF, mosaic, (250, 250))
+    assert small.size == (250, 250) and cache.path(REF, (250, 250)).is_file()
+    assert small.xy.max() <= 250 and len(small) < len(cache.features(REF, mosaic))
+    assert load_features(cache.path(REF, (250, 250))).size == (250, 250)
+    # A file holding features of another size is never served for this one.
+    save_features(cache.path(REF, (300, 300)), small)
+    assert cache.features(REF, mosaic, (300, 300)).size == (300, 300)
 
 
 def test_damaged_feature_cache_is_a_one_line_error(tmp_path: Path):

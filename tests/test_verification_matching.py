@@ -19,9 +19,11 @@ from rsloc_assets.verification.matching import (
     Reason,
     VerifyParams,
     consistent_cliques,
+    extract_features,
     homography_check,
     match_patch,
     overlap_similarity,
+    working_size,
 )
 
 SPEC = WorldSpec(width_m=16_000.0, height_m=16_000.0, gsd_m=8.0)  # 2000 × 2000 px
@@ -101,6 +103,71 @@ def test_recovers_known_homography(renders, angle, scale, size, season):
     # Inliers are in ORIGINAL patch px and mosaic px: the true homography relates them.
     proj = cv2.perspectiveTransform(m.src_xy.reshape(-1, 1, 2), truth).reshape(-1, 2)
     assert np.median(np.hypot(*(proj - m.dst_xy).T)) < 2.0
+
+
+@pytest.mark.parametrize(
+    ("angle", "scale", "size", "upsample"),
+    [
+        (10.0, 0.9, (768, 768), 1.0),
+        (0.0, 1.0, (615, 911), 1.0),
+        (10.0, 0.9, (768, 768), 2.0),
+        (0.0, 1.0, (615, 911), 2.0),
+    ],
+)
+def test_coarse_patch_is_matched_near_its_own_resolution(renders, angle, scale, size, upsample):
+    """A patch 3× coarser than the mosaic (as NAIP at 5 m against a z16 gallery): the mosaic comes
+    down to the working size, the patch is blown up no more than `patch_upsample` (not to the
+    mosaic's 768 px), and the homography still maps ORIGINAL patch px onto mosaic px."""
+    fine, mosaic, truth = make_pair(renders, (1000, 1000), angle, scale, size)
+    pw, ph = size[0] // 3, size[1] // 3
+    patch = cv2.resize(fine, (pw, ph), interpolation=cv2.INTER_AREA)
+    truth = truth @ np.diag([size[0] / pw, size[1] / ph, 1.0])
+    params = VerifyParams(patch_upsample=upsample)
+    m = match_patch(patch, mosaic, params)
+    assert m.accepted, m
+    work = working_size((pw, ph), (MOSAIC, MOSAIC), upsample)
+    assert m.work_size == work
+    assert all(abs(w - upsample * p) <= 8 for w, p in zip(work, (pw, ph), strict=True))
+    assert m.keypoints == len(extract_features(patch, params, work))  # SIFT ran at `work`
+    # One working px is 3 / upsample mosaic px; measured 2.5, 0.9 (at 1) and 0.5, 1.0 (at 2).
+    assert corner_error(m.homography, truth, pw, ph) <= 3 / upsample * CORNER_BOUND_PX
+    proj = cv2.perspectiveTransform(m.src_xy.reshape(-1, 1, 2), truth).reshape(-1, 2)
+    assert np.median(np.hypot(*(proj - m.dst_xy).T)) < 3 / upsample * 2.0
+
+
+def test_working_size_is_square_on_the_ground_and_never_finer_than_the_mosaic():
+    assert working_size((250, 250), (768, 768)) == (256, 256)  # coarse patch: mosaic comes down
+    assert working_size((250, 250), (768, 768), 2.0) == (496, 496)  # ... patch up at most 2×
+    assert working_size((251, 250), (768, 768), 3.5) == (768, 768)  # the mosaic never goes up
+    assert working_size((1536, 1536), (768, 768), 2.0) == (768, 768)  # fine patch comes down
+    # RSLoc's ge mosaics: 768 px over 2.47 × 3.67 km. A 3.2 m/px patch keeps its own grid.
+    assert working_size((770, 1140), (768, 768), 2.0) == (768, 1136)
+    assert working_size((616, 916), (768, 768)) == (608, 912)
+    with pytest.raises(ValueError, match="max_upsample"):
+        working_size((250, 250), (768, 768), 0.5)
+
+
+def test_mosaic_features_of_another_size_are_not_used(renders):
+    patch, mosaic, _ = make_pair(renders, (1000, 1000), 10.0, 0.9)
+    patch = cv2.resize(patch, (256, 256), interpolation=cv2.INTER_AREA)
+    own_size = extract_features(mosaic)  # 768 px: not the 256 px working size
+    a, b = match_patch(patch, mosaic), match_patch(patch, mosaic, mosaic_features=own_size)
+    assert a.accepted and (a.inliers, a.matches) == (b.inliers, b.matches)
+    assert np.array_equal(a.homography, b.homography)
+
+
+def test_clahe_finds_keypoints_in_a_low_contrast_image(renders):
+    _, mosaic, _ = make_pair(renders, (1000, 1000))
+    flat = (mosaic.astype(np.float32) * 0.15 + 100).astype(np.uint8)  # hazy: 15 % of the range
+    plain = extract_features(flat)
+    clahe = extract_features(flat, VerifyParams(clahe_clip=2.0))
+    assert len(clahe) > 2 * len(plain), (len(clahe), len(plain))  # measured 3628 vs 1346
+    coarse_grid = extract_features(flat, VerifyParams(clahe_clip=2.0, clahe_grid=2))
+    assert not np.array_equal(coarse_grid.xy, clahe.xy)
+    with pytest.raises(ValueError, match="clahe"):
+        VerifyParams(clahe_grid=0)
+    with pytest.raises(ValueError, match="patch_upsample"):
+        VerifyParams(patch_upsample=0.9)
 
 
 def test_wrong_candidate_is_rejected(renders):

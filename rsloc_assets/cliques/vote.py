@@ -13,15 +13,19 @@ from rsloc_assets.records import Localization, Method
 def implied_centres(
     candidates: pa.Table, patches: pa.Table
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Image-centre positions implied by each candidate: its tile centre minus its patch offset.
+    """Image-centre positions implied by each candidate: its tile centre minus its patch's offset
+    on the ground, i.e. the offset along the image's axes turned counter-clockwise by the heading
+    that made the patch match (the image's x axis lies that far from east).
 
     Returns (patch, lon, lat, score) arrays, one entry per candidate.
     """
     patch = candidates["patch"].to_numpy()
-    east = patches["east_m"].to_numpy()[patch]
-    north = patches["north_m"].to_numpy()[patch]
+    x = patches["east_m"].to_numpy()[patch]
+    y = patches["north_m"].to_numpy()[patch]
+    turn = np.radians(candidates["heading_deg"].to_numpy().astype(np.float64))
+    c, s = np.cos(turn), np.sin(turn)
     lon, lat = offset_lonlat(
-        candidates["lon"].to_numpy(), candidates["lat"].to_numpy(), -east, -north
+        candidates["lon"].to_numpy(), candidates["lat"].to_numpy(), s * y - c * x, -s * x - c * y
     )
     return patch, lon, lat, candidates["score"].to_numpy()
 
@@ -77,14 +81,15 @@ def vote(
     vote_top: int = 10,
 ) -> Localization:
     """The retrieval-only estimate: the centre the most patches agree on (`vote_members`), the
-    score-weighted mean of the supporting patches' best implied centres; `error_m` is their RMS
-    spread about it."""
+    score-weighted mean of the supporting patches' best implied centres, the footprint turned by
+    their mean heading; `error_m` is their RMS spread about it."""
     members = vote_members(candidates, patches, tile_ground_m, vote_top)
     if not len(members):
         return Localization(
             query, Method.NOT_LOCALIZED, patches=patches.num_rows, reason="no candidates"
         )
-    patch, lon, lat, score = implied_centres(candidates.take(pa.array(members)), patches)
+    hits = candidates.take(pa.array(members))
+    patch, lon, lat, score = implied_centres(hits, patches)
     return consensus(
         query,
         Method.RETRIEVAL_VOTE,
@@ -92,6 +97,7 @@ def vote(
         lon,
         lat,
         score,
+        hits["heading_deg"].to_numpy(),
         np.arange(len(members)),
         patches.num_rows,
         image_ground_m,
@@ -115,16 +121,20 @@ def consensus(
     lon: np.ndarray,
     lat: np.ndarray,
     score: np.ndarray,
+    heading_deg: np.ndarray,
     members: np.ndarray,
     n_patches: int,
     image_ground_m: tuple[float, float],
 ) -> Localization:
     """Estimate from the implied centres at `members`: each patch's best-scoring one, averaged by
-    score; confidence = agreeing patches / all patches, `error_m` = their RMS spread."""
+    score, and the footprint turned by the circular mean of their headings; confidence =
+    agreeing patches / all patches, `error_m` = their RMS spread."""
     idx = best_per_patch(members, patch, -score)
     w = np.clip(score[idx], 1e-6, None)
     est_lon = float(np.average(lon[idx], weights=w))
     est_lat = float(np.average(lat[idx], weights=w))
+    turn = np.radians(heading_deg[idx])
+    rotation = float(np.degrees(np.arctan2(w @ np.sin(turn), w @ np.cos(turn))))
     m_lon, m_lat = metres_per_degree(est_lat)
     spread = np.hypot((lon[idx] - est_lon) * m_lon, (lat[idx] - est_lat) * m_lat)
     return Localization(
@@ -132,7 +142,7 @@ def consensus(
         method=method,
         centre_lon=est_lon,
         centre_lat=est_lat,
-        corners_lonlat=footprint(est_lon, est_lat, image_ground_m),
+        corners_lonlat=footprint(est_lon, est_lat, image_ground_m, rotation),
         confidence=len(idx) / n_patches,
         support=len(idx),
         patches=n_patches,

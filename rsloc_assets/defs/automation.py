@@ -4,7 +4,12 @@ import json
 
 import dagster as dg
 
-from rsloc_assets.defs.gallery import gallery_tiles, tile_embeddings
+from rsloc_assets.defs.gallery import (
+    descriptor_model,
+    gallery_adapter,
+    gallery_tiles,
+    tile_embeddings,
+)
 from rsloc_assets.defs.partitions import queries_partitions
 from rsloc_assets.defs.queries import (
     candidates,
@@ -27,8 +32,11 @@ localize_query_job = dg.define_asset_job(
 
 refresh_gallery_job = dg.define_asset_job(
     "refresh_gallery",
-    selection=dg.AssetSelection.assets(gallery_tiles, tile_embeddings),
-    description="Re-read the gallery and embed only new or changed tiles.",
+    selection=dg.AssetSelection.assets(
+        gallery_tiles, gallery_adapter, descriptor_model, tile_embeddings
+    ),
+    description="Re-read the gallery, refit its adapter and descriptor when the settings ask for"
+    " them, and embed new or changed tiles (everything, after a refit).",
 )
 
 nightly_gallery_refresh = dg.ScheduleDefinition(

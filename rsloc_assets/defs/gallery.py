@@ -5,6 +5,7 @@ import dagster as dg
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.evaluation.report import md_table
 from rsloc_assets.gallery.manifest import write_manifest
+from rsloc_assets.retrieval.models import adapt_gallery, current_adapter, fit_descriptor
 from rsloc_assets.retrieval.steps import refresh_tile_embeddings
 
 GALLERY = "gallery"
@@ -32,9 +33,59 @@ def gallery_tiles(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
     )
 
 
+@dg.asset(group_name=GALLERY, deps=[gallery_tiles])
+def gallery_adapter(
+    context: dg.AssetExecutionContext, rsloc: RslocResource
+) -> dg.MaterializeResult:
+    """A self-supervised adapter of the encoder's local features, trained on the gallery's own
+    tiles (other dates, else augmentations, are the positives); with `adapt` off, none."""
+    encoder = rsloc.base_encoder()
+    result = adapt_gallery(rsloc.layout(), encoder, rsloc.adapter_params(), rsloc.batch_size)
+    if result.adapter is None:
+        return dg.MaterializeResult(metadata={"adapter": "none (adapt is off)"})
+    adapter = result.adapter
+    context.log.info("adapter %s trained: %s", adapter.version, adapter.record)
+    return dg.MaterializeResult(
+        metadata={
+            "adapter": adapter.version,
+            "encoder": encoder.name,
+            "file": dg.MetadataValue.path(str(result.path)),
+            **{k: v for k, v in adapter.record.items() if v is not None},
+        }
+    )
+
+
+@dg.asset(group_name=GALLERY, deps=[gallery_adapter])
+def descriptor_model(
+    context: dg.AssetExecutionContext, rsloc: RslocResource
+) -> dg.MaterializeResult:
+    """The global descriptor fitted on a sample of the gallery: GeM or VLAD (vocabulary by
+    k-means), then optional PCA-whitening; versioned, so a refit re-embeds the gallery."""
+    layout = rsloc.layout()
+    encoder = rsloc.base_encoder()
+    adapter = current_adapter(layout, encoder.name, encoder.device) if rsloc.adapt else None
+    fit = fit_descriptor(layout, encoder, rsloc.descriptor_spec(), adapter, rsloc.batch_size)
+    if fit.note:
+        context.log.warning(fit.note)
+    model = fit.model
+    return dg.MaterializeResult(
+        metadata={
+            "version": model.version,
+            "descriptor": model.tag(),
+            "aggregation": str(model.spec.aggregation),
+            "dimension": model.dim(encoder.dim, getattr(encoder, "local_dim", None)),
+            "adapter": model.adapter or "none",
+            "sampled_tiles": fit.tiles,
+            "seconds": round(fit.seconds, 1),
+            "note": fit.note or "none",
+            "file": dg.MetadataValue.path(str(fit.path)),
+        }
+    )
+
+
 @dg.asset(
     group_name=GALLERY,
-    deps=[gallery_tiles],
+    deps=[gallery_tiles, descriptor_model],
     check_specs=[dg.AssetCheckSpec("embeddings_valid", asset="tile_embeddings")],
 )
 def tile_embeddings(

@@ -17,12 +17,19 @@ QUERIES = "queries"
 
 @dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[gallery_tiles])
 def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
-    """A query cut into gallery-mosaic-sized patches on a regular grid, each embedded."""
+    """A query cut into gallery-mosaic-sized patches on a regular grid, each embedded at
+    `query_headings` headings."""
     name = context.partition_key
     layout = rsloc.layout()
     info = layout.gallery_info()
     result = prepare_query(
-        layout, name, info, rsloc.load_encoder(), rsloc.cut_th, rsloc.stride_tiles
+        layout,
+        name,
+        info,
+        rsloc.load_encoder(),
+        rsloc.cut_th,
+        rsloc.stride_tiles,
+        rsloc.query_headings,
     )
     if result.reason:
         context.log.warning("query %s skipped: %s", name, result.reason)
@@ -31,6 +38,7 @@ def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
             "patches": result.table.num_rows,
             "size_px": f"{result.width}×{result.height}",
             "gsd_m": str([round(g, 3) for g in result.gsd_m]),
+            "headings": rsloc.query_headings,
             "skipped": result.reason or "no",
             "seconds": round(result.seconds, 2),
         }
@@ -44,7 +52,8 @@ def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
     check_specs=[dg.AssetCheckSpec("candidates_valid", asset="candidates")],
 )
 def candidates(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
-    """Top-K gallery tiles for every patch of a query, with cosine scores."""
+    """Top-K gallery tiles for every patch of a query by their best cosine score over its
+    headings, with the heading each came from."""
     layout = rsloc.layout()
     info = layout.gallery_info()
     store = rsloc.store(rsloc.load_encoder(), info)
@@ -122,7 +131,9 @@ def verified_localization(
     """The query's footprint on the ground from SIFT + MAC + homography verification of stage 2's
     ranked hypotheses (GeoJSON + JSON; the winner is the one most patches agree with), or the
     stage-2 estimate recorded as not verified."""
-    encoder = rsloc.load_encoder() if rsloc.verify_recheck else None
+    # The re-check's threshold (VerifyParams.min_similarity) was measured on the encoder's own
+    # global embedding, not on the gallery-fitted descriptor.
+    encoder = rsloc.base_encoder() if rsloc.verify_recheck else None
     layout = rsloc.layout()
     record, fp = verify_query(
         layout,

@@ -197,13 +197,23 @@ class Gallery:
         """Stored tiles at level `z`, every time included."""
         return int(self._conn.execute(self._sql.count, (z,)).fetchone()[0])
 
-    def tiles(self, z: int, time: str | None = None) -> list[TileRef]:
-        """One ref per tile position at `z`: exactly `time` if given, else the tile's latest."""
+    def _versions(self, z: int) -> dict[tuple[int, int], list[str]]:
         versions: dict[tuple[int, int], list[str]] = {}
         for col, row, t in self._conn.execute(self._sql.positions, (z,)):
             versions.setdefault((int(col), self._row(z, int(row))), []).append(normalise_time(t))
+        return versions
+
+    def tile_times(self, z: int) -> dict[str, list[str]]:
+        """Every stored time of every tile at `z`, oldest first, keyed "z/col/row"."""
+        return {
+            TileKey(z, col, row).key: order_times(times)
+            for (col, row), times in self._versions(z).items()
+        }
+
+    def tiles(self, z: int, time: str | None = None) -> list[TileRef]:
+        """One ref per tile position at `z`: exactly `time` if given, else the tile's latest."""
         refs = []
-        for (col, row), times in versions.items():
+        for (col, row), times in self._versions(z).items():
             if time is None:
                 refs.append(TileRef(z, col, row, latest_time(times)))
             elif time in times:

@@ -96,25 +96,47 @@ class _TorchEncoder(ABC):
     def _features(self, pixels: torch.Tensor) -> torch.Tensor:
         """Map normalised N×3×S×S pixels to N×dim raw features."""
 
+    def _tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Map normalised N×3×S×S pixels to N×T×local_dim local features."""
+        raise ValueError(f"encoder {self.name} has no local features for VLAD or an adapter")
+
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
         if self.precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(device_type="cuda", dtype=PRECISIONS[self.precision])
 
+    def _run(
+        self, images: np.ndarray, head: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """Resize and normalise an N×H×W×3 uint8 batch and run `head` on it, in float32 out."""
+        if images.ndim != 4:
+            raise ValueError(f"expected an N×H×W×3 image batch, got shape {images.shape}")
+        batch = np.stack([resize_square(image, self.input_size) for image in images])
+        pixels = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        pixels = pixels.permute(0, 3, 1, 2).float().div_(255.0)
+        pixels = (pixels - self._mean) / self._std
+        with self._autocast():
+            return head(pixels).float()
+
+    def tokens(self, images: np.ndarray) -> np.ndarray:
+        """N×H×W×3 RGB uint8 images → float32 N×T×local_dim local features, not normalised."""
+        if len(images) == 0:
+            raise ValueError("local features need at least one image")
+        with torch.inference_mode():
+            tokens = self._run(images, self._tokens)
+            if not bool(torch.isfinite(tokens).all()):
+                raise ValueError(
+                    f"encoder {self.name} produced non-finite local features "
+                    f"(precision {self.precision}); try precision='fp32'"
+                )
+            return tokens.cpu().numpy()
+
     def embed(self, images: np.ndarray) -> np.ndarray:
         """Embed N×H×W×3 RGB uint8 images into float32 N×dim unit-norm rows."""
         if len(images) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if images.ndim != 4:
-            raise ValueError(f"expected an N×H×W×3 image batch, got shape {images.shape}")
-        batch = np.stack([resize_square(image, self.input_size) for image in images])
         with torch.inference_mode():
-            pixels = torch.from_numpy(batch).to(self.device, non_blocking=True)
-            pixels = pixels.permute(0, 3, 1, 2).float().div_(255.0)
-            pixels = (pixels - self._mean) / self._std
-            with self._autocast():
-                features = self._features(pixels)
-            features = features.float()
+            features = self._run(images, self._features)
             norms = features.norm(dim=1, keepdim=True)
             if not bool(torch.isfinite(features).all()) or not bool((norms > 0).all()):
                 raise ValueError(
@@ -135,16 +157,23 @@ class EfficientNetLite2Encoder(_TorchEncoder):
         super().__init__(model, (0.498,) * 3, (0.502,) * 3, device, precision)
         self.name = "effnetl2"
         self.dim = 1280
+        self.local_dim = 1280  # the last feature map's channels: 9×9 cells at 260 px
         self.input_size = 260
         if torch.device(self.device).type == "cuda":
             self._module = self._module.to(memory_format=torch.channels_last)
         log.info("loaded EfficientNet-Lite2 from %s on %s", weights, self.device)
 
-    def _features(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
         if pixels.is_cuda:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
-        fmap = self._module.extract_features(pixels).float()
+        return self._module.extract_features(pixels).float()
+
+    def _features(self, pixels: torch.Tensor) -> torch.Tensor:
+        fmap = self._feature_map(pixels)
         return fmap.clamp(min=GEM_EPS).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
+
+    def _tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self._feature_map(pixels).flatten(2).transpose(1, 2)
 
 
 class ClipEncoder(_TorchEncoder):
@@ -168,7 +197,7 @@ class ClipEncoder(_TorchEncoder):
             model = CLIPModel.from_pretrained(path, local_files_only=True)
         except OSError as err:
             raise FileNotFoundError(f"cannot load CLIP weights from {path}: {err}") from err
-        mean, std = _clip_normalisation(path)
+        mean, std = image_normalisation(path, CLIP_MEAN, CLIP_STD)
         super().__init__(model, mean, std, device, precision)
         self.name = "clip-" + (re.sub(r"[^a-z0-9]+", "-", path.resolve().name.lower()) or "local")
         self.dim = int(model.config.projection_dim)
@@ -180,17 +209,25 @@ class ClipEncoder(_TorchEncoder):
         return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
-def _clip_normalisation(path: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Pixel mean/std from preprocessor_config.json, or the standard CLIP values."""
-    config_file = path / "preprocessor_config.json"
+def image_normalisation(
+    model_dir: Path, mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Pixel mean/std from the directory's ``preprocessor_config.json``, else the given ones."""
+    config_file = model_dir / "preprocessor_config.json"
     if not config_file.is_file():
-        return CLIP_MEAN, CLIP_STD
-    config = json.loads(config_file.read_text())
-    mean = tuple(float(v) for v in config.get("image_mean", CLIP_MEAN))
-    std = tuple(float(v) for v in config.get("image_std", CLIP_STD))
+        return mean, std
+    try:
+        config = json.loads(config_file.read_text())
+        mean = tuple(float(v) for v in config.get("image_mean", mean))
+        std = tuple(float(v) for v in config.get("image_std", std))
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{config_file}: unreadable image_mean/image_std ({err})") from err
     if len(mean) != 3 or len(std) != 3:
         raise ValueError(f"{config_file}: image_mean and image_std need 3 values each")
     return mean, std
+
+
+ENCODERS = ("effnetl2", "clip", "dinov2", "dinov2-salad")
 
 
 def load_encoder(
@@ -198,15 +235,21 @@ def load_encoder(
     model_dir: str | Path | None = None,
     device: str = "auto",
     precision: str = "fp16",
+    layer: int | None = None,
 ) -> Encoder:
-    """Build the named encoder: "effnetl2" (default, bundled weights) or "clip" (model_dir)."""
+    """Build the named encoder: "effnetl2" (default, bundled weights), or "clip", "dinov2" and
+    "dinov2-salad" from the local folder `model_dir` (`layer`: DINOv2's block for VLAD)."""
     if name == "effnetl2":
         return EfficientNetLite2Encoder(device=device, precision=precision)
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+    if model_dir is None:
+        raise ValueError(f"the {name} encoder needs model_dir, a local model folder")
     if name == "clip":
-        if model_dir is None:
-            raise ValueError("the clip encoder needs model_dir, a local Hugging Face CLIP folder")
         return ClipEncoder(model_dir, device=device, precision=precision)
-    raise ValueError(f"unknown encoder {name!r}; choose 'effnetl2' or 'clip'")
+    from rsloc_assets.retrieval.dinov2 import load_local_encoder  # imports this module
+
+    return load_local_encoder(name, model_dir, device, precision, layer)
 
 
 def embed_stream(

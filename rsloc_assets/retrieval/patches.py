@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pyarrow as pa
 from osgeo import gdal, osr
@@ -160,18 +161,16 @@ def _starts(size: int, patch: int, stride: int) -> list[int]:
     return starts
 
 
-def cut_patches(query: QueryImage, plan: PatchPlan) -> tuple[pa.Table, list[np.ndarray]]:
-    """Regular grid of patches over the whole query, nodata-dominated ones dropped.
-
-    Returns a table (one row per kept patch: window, centre in pixels, centre offset from the
-    image centre in ground metres east/north) and the patch pixels with invalid pixels black.
-    """
+def cut_patches(query: QueryImage, plan: PatchPlan) -> pa.Table:
+    """Regular grid of patches over the whole query, nodata-dominated ones dropped: one row per
+    kept patch (window, centre in pixels, centre offset from the image centre in ground metres
+    along the image's x and up axes; `heading_views` gives the pixels)."""
     if query.width < plan.width or query.height < plan.height:
         raise ValueError(
             f"query {query.name} is {query.width}×{query.height} px, smaller than one patch "
             f"({plan.width}×{plan.height} px)"
         )
-    rows, pixels = [], []
+    rows = []
     for y0 in _starts(query.height, plan.height, plan.stride_y):
         for x0 in _starts(query.width, plan.width, plan.stride_x):
             window = np.s_[y0 : y0 + plan.height, x0 : x0 + plan.width]
@@ -193,6 +192,67 @@ def cut_patches(query: QueryImage, plan: PatchPlan) -> tuple[pa.Table, list[np.n
                     "valid_fraction": valid,
                 }
             )
-            pixels.append(query.rgb[window])
     log.info("query %s: %d patches of %d×%d px", query.name, len(rows), plan.width, plan.height)
-    return pa.Table.from_pylist(rows, schema=PATCH_SCHEMA), pixels
+    return pa.Table.from_pylist(rows, schema=PATCH_SCHEMA)
+
+
+def headings_deg(count: int) -> tuple[float, ...]:
+    """`count` headings evenly spaced from 0°: 4 gives 0/90/180/270°, 8 adds the diagonals."""
+    if count < 1:
+        raise ValueError(f"need at least one heading, got {count}")
+    return tuple(360.0 * i / count for i in range(count))
+
+
+def heading_views(
+    query: QueryImage, patches: pa.Table, plan: PatchPlan, heading_deg: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every patch as the gallery would show it if the query were turned `heading_deg`
+    counter-clockwise from north-up (its x axis that far from east): the ground of one mosaic
+    around the patch centre, north-up, stacked for the encoder, and each view's valid share.
+
+    Pixels beyond the query are black and invalid: the view is cut from the whole image, so
+    corners come from neighbouring image where there is some. A multiple of 90° is an exact
+    `np.rot90` of a window with the mosaic's ground size turned (the patch itself at 0° and
+    180°); other headings resample bilinearly.
+    """
+    centres = zip(patches["cx"].to_pylist(), patches["cy"].to_pylist(), strict=True)
+    views = [_heading_view(query, plan, cx, cy, heading_deg) for cx, cy in centres]
+    if not views:
+        return np.zeros((0, plan.height, plan.width, 3), np.uint8), np.zeros(0, np.float32)
+    return np.stack([v for v, _ in views]), np.array([f for _, f in views], np.float32)
+
+
+def _heading_view(
+    query: QueryImage, plan: PatchPlan, cx: float, cy: float, heading_deg: float
+) -> tuple[np.ndarray, float]:
+    """One patch's view at one heading and its valid share (see `heading_views`)."""
+    (gx, gy), (w, h) = query.gsd_m, (plan.width, plan.height)
+    quarters = heading_deg / 90.0
+    if quarters == round(quarters):
+        k = round(quarters) % 4
+        if k % 2:  # the window's x axis runs north-south on the ground
+            w, h = round(plan.height * gy / gx), round(plan.width * gx / gy)
+        x0, y0 = round(cx - w / 2), round(cy - h / 2)
+        rgb = np.rot90(_window(query.rgb, x0, y0, w, h), k)
+        return np.ascontiguousarray(rgb), float(_window(query.valid, x0, y0, w, h).mean())
+    # View pixel (u, v) (corner convention) is ground ((u − w/2)·gx, (h/2 − v)·gy) east/north of
+    # the centre; turned by −heading into the image's axes, then to query pixels.
+    c, s = math.cos(math.radians(heading_deg)), math.sin(math.radians(heading_deg))
+    a = np.array([[c, -s * gy / gx], [s * gx / gy, c]])
+    origin = np.array([cx, cy]) - a @ (w / 2, h / 2)
+    warp = np.hstack([a, (origin + a @ (0.5, 0.5) - 0.5)[:, None]])  # pixel-centre indices
+    inverse = cv2.WARP_INVERSE_MAP
+    rgb = cv2.warpAffine(query.rgb, warp, (w, h), flags=cv2.INTER_LINEAR | inverse)
+    mask = query.valid.view(np.uint8)
+    valid = cv2.warpAffine(mask, warp, (w, h), flags=cv2.INTER_NEAREST | inverse)
+    return rgb, float(valid.mean())
+
+
+def _window(a: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndarray:
+    """`a[y0 : y0 + h, x0 : x0 + w]`, zero (black, invalid) where the window leaves `a`."""
+    out = np.zeros((h, w, *a.shape[2:]), a.dtype)
+    ys, ye = max(y0, 0), min(y0 + h, a.shape[0])
+    xs, xe = max(x0, 0), min(x0 + w, a.shape[1])
+    if ye > ys and xe > xs:
+        out[ys - y0 : ye - y0, xs - x0 : xe - x0] = a[ys:ye, xs:xe]
+    return out

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from lancedb.index import IvfFlat, IvfPq
 from lancedb.table import Table
 
-from rsloc_assets.records import CANDIDATE_SCHEMA, tile_schema
+from rsloc_assets.records import SEARCH_SCHEMA, tile_schema
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class TileStore:
         tbl = self._require()
         k = min(k, tbl.count_rows())
         if len(queries) == 0 or k == 0:
-            return CANDIDATE_SCHEMA.empty_table()
+            return SEARCH_SCHEMA.empty_table()
         query = (
             tbl.search(queries, vector_column_name=VECTOR)
             .distance_type("cosine")
@@ -257,4 +257,4 @@ class TileStore:
         columns = {"patch": query_ids, "rank": ranks.astype(np.int32)}
         columns.update({name: hits[name] for name in RESULT_COLUMNS})
         columns["score"] = scores
-        return pa.table(columns, schema=CANDIDATE_SCHEMA)
+        return pa.table(columns, schema=SEARCH_SCHEMA)

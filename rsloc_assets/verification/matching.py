@@ -4,6 +4,13 @@ SIFT correspondences are filtered by the maximal cliques of a distance-preservat
 (the native clique engine), a homography is fitted robustly on the best clique and checked
 for plausibility, and an optional embedding re-check compares the two images where they overlap.
 
+Both images are matched on one pixel grid, the working size (`working_size`): square on the
+ground, as fine as the mosaic's finer axis, but a patch blown up at most
+`VerifyParams.patch_upsample` times, so a finer patch comes down and a coarser one is blown up a
+bounded amount while the mosaic comes down to it. SIFT, the correspondences and every pixel
+threshold of `VerifyParams` live in working pixels; what `match_patch` returns is in each
+image's ORIGINAL pixels.
+
 Pixel coordinates here are continuous with the image's top-left corner at (0, 0) and its
 bottom-right corner at (W, H): a pixel's centre is at (i + 0.5, j + 0.5). Homographies map such
 coordinates, as do the GDAL geotransforms and `footprint.mosaic_to_lonlat`.
@@ -41,27 +48,40 @@ class Reason(StrEnum):
 
 
 _CLIQUE_RETRIES = 3  # halvings of the graph after the clique search hits its limits
-_SCALE_MIN_PX = 64.0  # shorter pairs measure the scale too coarsely to vote on it
+# Shorter pairs measure the scale too coarsely to vote on it. Working px: the scale error of a
+# pair is its keypoints' localisation error (working px) over its length.
+_SCALE_MIN_PX = 64.0
 
 
 @dataclass(frozen=True)
 class VerifyParams:
     """Stage-3 settings. Defaults were measured on cross-season demo-world pairs and cross-year
-    NAIP pairs (../shared); the figures are in the comments."""
+    NAIP pairs (../shared); the figures are in the comments.
+
+    Every `_px` setting is in working pixels (see `working_size`), the pixels SIFT ran on: each
+    bounds a keypoint-localisation error, and SIFT localises to a fraction of its own pixel,
+    whatever ground that pixel covers. Where the patch is finer than the mosaic the working
+    pixels are the mosaic's, as all of these were first measured; for 5 m NAIP patches they are
+    2.5 m against the mosaic's 1.6 m. Held in mosaic px instead (at patch_upsample 1, a third of
+    a working px) they accepted 46 rather than 43 of the 216 true pairs below, no wrong one: the
+    frame matters little, and working px is where SIFT's error lives."""
 
     # 0.85 over 0.8: 30 vs 25 of 41 NAIP pairs fitted correctly; wrong fits still ≤ 4 inliers.
     ratio: float = 0.85  # Lowe's ratio test, on RootSIFT descriptors
-    max_features: int = 4000  # SIFT nfeatures, per image
+    # SIFT nfeatures, per image at the working size: median 3560 keypoints on NAIP patches at
+    # 768 px, 2670 at patch_upsample 2, 756 at 1.
+    max_features: int = 4000
     contrast_threshold: float = 0.01  # SIFT's; OpenCV's 0.04 finds too little in farmland
     max_correspondences: int = 400  # best-by-ratio correspondences in the compatibility graph
     min_pair_px: float = 8.0  # correspondences closer than this (either image) are merged
-    compat_tol_px: float = 8.0  # |s·‖p_i − p_j‖ − ‖q_i − q_j‖| allowed, mosaic px ...
+    # |s·‖p_i − p_j‖ − ‖q_i − q_j‖| allowed, in ground-square working px (x-axis units) ...
+    compat_tol_px: float = 8.0
     compat_rel: float = 0.02  # ... plus this share of ‖q_i − q_j‖
     min_mac_size: int = 6  # smallest clique worth a homography
     clique_ratio: float = 0.8  # keep maximal cliques of ≥ this share of the largest
     cliques_tried: int = 4  # largest cliques whose homographies are scored
     max_clique_steps: int = 2_000_000  # bound on the clique search (then a smaller graph)
-    ransac_px: float = 4.0  # MAGSAC threshold and inlier distance, mosaic px
+    ransac_px: float = 4.0  # MAGSAC threshold and inlier distance, working px on the mosaic side
     # No fit with wrong points had more than 4 inliers (80 demo and 82 NAIP pairs).
     min_inliers: int = 10
     # Plain cosine of the masked pair's embeddings. RSLoc's 0.5 + 0.5·cos ≥ 0.92 means cos ≥ 0.84,
@@ -71,6 +91,21 @@ class VerifyParams:
     max_scale_error: float = 1.35  # local scale after resizing within [1/x, x]
     max_anisotropy: float = 1.35  # ratio of the local singular values
     max_perspective: float = 0.1  # largest change of the projective divisor across the patch
+    # The most a patch coarser than the mosaic is blown up for SIFT (`working_size`); the mosaic
+    # comes down to it. 216 true and 216 wrong NAIP cross-date pairs (5 m patches, z16 mosaics
+    # of 2020; bench.real seed 1): 70 true accepted at 2, 61 at 1.5 and 43 at 1 (the coarser
+    # side), 68 with the patch blown up 3.07× to the mosaic's 768 px; no wrong one at any; 0.29 s
+    # a pair at 2, 0.05 at 1, 0.48 at 768 px (CPU, one thread, mosaic features cached). At 1 the
+    # borderline pairs kept 3–9 correct correspondences where 768 px had 10–15. The whole seed-1
+    # bench: 11, 9 and 12 of 18 queries verified (16 within one tile in all three).
+    patch_upsample: float = 2.0
+    # CLAHE on the grey image before SIFT, off at 0 (OpenCV's clipLimit otherwise). Off: on the
+    # pairs above, clip 2 accepted 58 (8×8 tiles) and 59 (4×4) true pairs against 70 without; at
+    # patch_upsample 1, 38 (clip 2 or 4, 8×8) and 46 (clip 2, 4×4) against 43; no wrong one.
+    clahe_clip: float = 0.0
+    # CLAHE's tiles per side: a count, not pixels, so that the patch and the mosaic, which cover
+    # the same ground on the same working grid, are equalised over the same ground.
+    clahe_grid: int = 8
 
     def __post_init__(self) -> None:
         if not 0 < self.ratio <= 1 or not 0 < self.clique_ratio <= 1:
@@ -81,14 +116,20 @@ class VerifyParams:
             raise ValueError(f"max_scale_error, max_anisotropy ≥ 1, max_perspective ≥ 0: {self}")
         if min(self.compat_tol_px, self.ransac_px, self.min_pair_px) <= 0:
             raise ValueError(f"compat_tol_px, ransac_px and min_pair_px must be > 0: {self}")
+        if self.patch_upsample < 1:
+            raise ValueError(f"patch_upsample must be ≥ 1: {self}")
+        if self.clahe_clip < 0 or self.clahe_grid < 1:
+            raise ValueError(f"clahe_clip must be ≥ 0 and clahe_grid ≥ 1: {self}")
 
 
 @dataclass
 class Features:
-    """SIFT keypoints of one image: positions (corner convention) and 128-d descriptors."""
+    """SIFT keypoints of one image: positions (corner convention) and 128-d descriptors, found at
+    `size` = (width, height) px, the size the image was resized to for SIFT."""
 
-    xy: np.ndarray  # float32 (N, 2)
+    xy: np.ndarray  # float32 (N, 2), px of the image at `size`
     descriptors: np.ndarray  # float32 (N, 128), integral values 0..255
+    size: tuple[int, int]
 
     def __len__(self) -> int:
         return len(self.xy)
@@ -100,7 +141,7 @@ class PatchMatch:
 
     accepted: bool
     reason: Reason
-    keypoints: int  # SIFT keypoints in the resized patch
+    keypoints: int  # SIFT keypoints in the patch at the working size
     matches: int  # ratio-test correspondences after merging near-duplicates
     mac_size: int  # correspondences in the clique whose homography won
     inliers: int  # correspondences within ransac_px of the homography
@@ -108,22 +149,59 @@ class PatchMatch:
     homography: np.ndarray | None  # 3×3 float64: ORIGINAL patch px → mosaic px
     src_xy: np.ndarray  # float64 (inliers, 2): original patch px
     dst_xy: np.ndarray  # float64 (inliers, 2): mosaic px
+    work_size: tuple[int, int]  # (width, height) both images were matched at
 
 
-def extract_features(rgb: np.ndarray, params: VerifyParams | None = None) -> Features:
-    """SIFT on the grey image (deterministic); keypoint positions in the corner convention.
+WORK_STEP_PX = 16  # working sizes are rounded to this, so queries of similar gsd share a cache
 
-    Uses `params.max_features` and `params.contrast_threshold`: cache mosaics' features per
-    tile and settings."""
+
+def working_size(
+    patch_size: tuple[int, int], mosaic_size: tuple[int, int], max_upsample: float = 1.0
+) -> tuple[int, int]:
+    """The (width, height) a patch and a mosaic of the same ground are matched at: the patch
+    scaled evenly (query pixels are square on the ground, so the grid is too) until its finer
+    axis reaches the mosaic's pixel count there, but blown up at most `max_upsample` times;
+    rounded to `WORK_STEP_PX`.
+
+    A square ground grid is what lets a query turned 90° match at all: on RSLoc's `ge` grid
+    mosaic pixels are 1.49× taller than wide on the ground, and matching on the mosaic's own
+    grid left a 90° demo query with 0 of 45 pairs accepted (all "no consistent clique")."""
+    if max_upsample < 1:
+        raise ValueError(f"max_upsample must be ≥ 1, got {max_upsample}")
+    (pw, ph), (mw, mh) = patch_size, mosaic_size
+    scale = min(max_upsample, max(mw / pw, mh / ph))
+    return tuple(
+        max(WORK_STEP_PX, WORK_STEP_PX * round(scale * side / WORK_STEP_PX)) for side in (pw, ph)
+    )
+
+
+def extract_features(
+    rgb: np.ndarray, params: VerifyParams | None = None, size: tuple[int, int] | None = None
+) -> Features:
+    """SIFT on the grey image resized to `size` (w, h; default its own), deterministic; keypoint
+    positions in the corner convention, in px at `size`.
+
+    Uses `params.max_features`, `contrast_threshold` and the CLAHE settings: cache mosaics'
+    features per tile, settings and size."""
     p = params or VerifyParams()
     _check_rgb(rgb, "image")
+    h, w = rgb.shape[:2]
+    size = (w, h) if size is None else (int(size[0]), int(size[1]))
+    if min(size) < 1:
+        raise ValueError(f"feature size must be positive, got {size}")
+    if size != (w, h):
+        shrink = w * h > size[0] * size[1]
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    if p.clahe_clip > 0:
+        grid = (p.clahe_grid, p.clahe_grid)
+        grey = cv2.createCLAHE(clipLimit=p.clahe_clip, tileGridSize=grid).apply(grey)
     sift = cv2.SIFT_create(nfeatures=p.max_features, contrastThreshold=p.contrast_threshold)
     keypoints, desc = sift.detectAndCompute(grey, None)
     if not keypoints:
-        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32))
+        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), size)
     xy = np.array([k.pt for k in keypoints], np.float32) + 0.5
-    return Features(xy, desc.astype(np.float32))
+    return Features(xy, desc.astype(np.float32), size)
 
 
 def match_patch(
@@ -134,29 +212,37 @@ def match_patch(
     encoder: Encoder | None = None,
 ) -> PatchMatch:
     """Verify `patch_rgb` against `mosaic_rgb` (same ground, any pixel sizes): MAC-filtered SIFT
-    correspondences, a checked homography, and the embedding re-check when `encoder` is given."""
+    correspondences at the working size, a checked homography, and the embedding re-check when
+    `encoder` is given.
+
+    `mosaic_features` are the mosaic's at `working_size` (as `FeatureCache` keeps them); features
+    of another size cannot be used and are extracted again."""
     p = params or VerifyParams()
     _check_rgb(patch_rgb, "patch")
     _check_rgb(mosaic_rgb, "mosaic")
     mh, mw = mosaic_rgb.shape[:2]
     ph, pw = patch_rgb.shape[:2]
-    # SIFT runs on the patch resized to the mosaic's pixels (removing the known anisotropic
-    # scale); geometry runs in a ground-isotropic frame, `to_ground` for each image.
-    resized = cv2.resize(
-        patch_rgb, (mw, mh), interpolation=cv2.INTER_AREA if pw * ph > mw * mh else cv2.INTER_LINEAR
-    )
-    unscale = np.array([pw / mw, ph / mh])
-    to_ground = (np.array([mw / pw, mw / pw]), np.array([1.0, ph * mw / (pw * mh)]))
+    ww, wh = work = working_size((pw, ph), (mw, mh), p.patch_upsample)
     mosaic = mosaic_features
-    if mosaic is None:
-        mosaic = extract_features(mosaic_rgb, p)
-    feats = extract_features(resized, p)
-    result = _Verdict(len(feats))
+    if mosaic is None or mosaic.size != work:
+        if mosaic is not None:
+            log.debug(
+                "mosaic features at %s px, not the working %s px: re-extracted", mosaic.size, work
+            )
+        mosaic = extract_features(mosaic_rgb, p, work)
+    feats = extract_features(patch_rgb, p, work)
+    result = _Verdict(len(feats), work)
     if min(len(feats), len(mosaic)) < p.min_inliers:
         return result.reject(Reason.TOO_FEW_KEYPOINTS)
 
+    # Both images share the working grid, which removes the known (possibly anisotropic) scale
+    # between them. Fits run from ORIGINAL patch px (`src`) to working px on the mosaic side
+    # (`dst`), where ransac_px is measured; `to_mosaic` takes those to ORIGINAL mosaic px.
+    # Cliques run in a ground-isotropic frame in working x-px units, `to_ground` for each side.
     src, dst = _correspondences(feats, mosaic, p)
-    src *= unscale
+    src *= np.array([pw / ww, ph / wh])
+    to_mosaic = np.array([mw / ww, mh / wh])
+    to_ground = (np.array([ww / pw, ww / pw]), np.array([1.0, ph * ww / (pw * wh)]))
     result.matches = len(src)
     if len(src) < p.min_inliers:
         return result.reject(Reason.TOO_FEW_MATCHES)
@@ -184,11 +270,12 @@ def match_patch(
     h = _refine(h, src, dst, p.ransac_px)
     keep = _inliers(h, src, dst, p.ransac_px)
     result.inliers = int(keep.sum())
-    result.homography = h / h[2, 2]
-    result.src_xy, result.dst_xy = src[keep], dst[keep]
+    to_original = np.diag([*to_mosaic, 1.0]) @ h
+    result.homography = to_original / to_original[2, 2]
+    result.src_xy, result.dst_xy = src[keep], dst[keep] * to_mosaic
 
-    ground_h = np.diag([*to_ground[1], 1.0]) @ result.homography @ np.diag([*1 / to_ground[0], 1.0])
-    defect = homography_check(ground_h, (mw, mw * ph / pw), p)
+    ground_h = np.diag([*to_ground[1], 1.0]) @ h @ np.diag([*1 / to_ground[0], 1.0])
+    defect = homography_check(ground_h, (ww, ww * ph / pw), p)
     if defect != Reason.OK:
         return result.reject(defect)
     if result.inliers < p.min_inliers:
@@ -256,6 +343,7 @@ class _Verdict:
     """A PatchMatch under construction."""
 
     keypoints: int
+    work_size: tuple[int, int]
     matches: int = 0
     mac_size: int = 0
     inliers: int = 0
@@ -283,6 +371,7 @@ class _Verdict:
             homography=self.homography,
             src_xy=empty if self.src_xy is None else self.src_xy,
             dst_xy=empty if self.dst_xy is None else self.dst_xy,
+            work_size=self.work_size,
         )
 
 

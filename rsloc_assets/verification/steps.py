@@ -119,13 +119,15 @@ def verify_query(
         manifest, _ = layout.read_manifest(["key", "time"])
         in_gallery = set(manifest["key"].to_pylist())
         windows = patches.select(["x0", "y0", "width", "height"]).to_pylist()
+        # All patches of a query share one size (`plan_patches`), hence one working size.
+        patch_size = (windows[0]["width"], windows[0]["height"]) if windows else None
         cache = FeatureCache(layout.features, params)
         stop_at = min(math.ceil(STOP_SHARE * patches.num_rows), ENOUGH_ACCEPTED)
         for h in ranked[:hypotheses]:
             plan = verification_plan(table, h.rank)
             keys = {t["key"] for tiles in plan.values() for t in tiles} & in_gallery
             with Gallery.open(layout.gallery) as gallery:
-                mosaics = cache.mosaics(gallery, manifest, keys)
+                mosaics = cache.mosaics(gallery, manifest, keys, patch_size)
 
             def verify(patch: int, h: Hypothesis = h, plan: dict = plan, mosaics: dict = mosaics):
                 w = windows[patch]
