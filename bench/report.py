@@ -26,7 +26,16 @@ LOST_AT = {
     "cliques": "stage 2 (no hypothesis within 1 tile)",
     "verified": "verification (a hypothesis was right, the footprint not)",
 }
-DATASETS = {"real_rsloc": "RSLoc France, same-source", "real_naip": "NAIP North Dakota, cross-date"}
+DATASETS = {
+    "real_rsloc": "RSLoc France, same-source",
+    "real_rsloc_rotated": "RSLoc France, same-source, any heading",
+    "real_rsloc_baseline": "RSLoc France, same-source, baseline (whole-map GeM, north-up only)",
+    "real_naip": "NAIP North Dakota, cross-date",
+    "real_naip_rotated": "NAIP North Dakota, cross-date, any heading",
+    "real_naip_rotated_baseline": (
+        "NAIP North Dakota, cross-date, any heading, baseline (whole-map GeM, north-up only)"
+    ),
+}
 
 
 def load_results(folder: Path) -> dict[str, dict]:
@@ -58,6 +67,35 @@ def _missing(title: str, why: str) -> list[str]:
     return [f"## {title}", "", f"Not measured: {why}.", ""]
 
 
+def _mean_recall(figures: dict, key: str) -> str:
+    values = [q[key] for q in figures["per_query"] if q[key] is not None]
+    return _fmt(sum(values) / len(values) if values else None)
+
+
+def descriptors_section(results: dict[str, dict]) -> list[str]:
+    """Patch recall of the true tile per descriptor option (`bench.descriptors`)."""
+    present = {k: v for k, v in results.items() if k.startswith("descriptors")}
+    if not present:
+        return _missing("Descriptor options", "`bench.descriptors` has not run")
+    lines = ["## Stage 1: descriptor options", ""]
+    for record in present.values():
+        for run in record["figures"]["runs"]:
+            lines += [
+                f"### {run['source']}"
+                + (f", seed {run['seed']}" if run["seed"] is not None else ""),
+                "",
+                provenance(record),
+                "",
+                f"{run['gallery_tiles']} gallery tiles, {run['queries']} queries "
+                f"({run['queries_made']}), {run['patches']} patches; exact = the true tile, "
+                "near = it or one of its 8 neighbours.",
+                "",
+                md_table(run["options"]),
+                "",
+            ]
+    return lines
+
+
 def real_section(results: dict[str, dict], out: Path) -> list[str]:
     """Accuracy per stage and seconds per query on the real-data galleries, with two plots."""
     present = {k: results[k] for k in DATASETS if k in results}
@@ -87,6 +125,10 @@ def real_section(results: dict[str, dict], out: Path) -> list[str]:
             "",
             "Patch funnel (true tile or a neighbour): "
             + " → ".join(f"{k} {v}" for k, v in f["funnel"].items()),
+            "",
+            f"Mean patch recall of the true tile: {_mean_recall(f, 'recall_at_1')} at rank 1, "
+            f"{_mean_recall(f, 'recall_at_10')} in the top 10; "
+            f"{sum(q['method'] == 'verified' for q in f['per_query'])} of {f['queries']} verified.",
             "",
         ]
     lines += [
@@ -464,6 +506,7 @@ def write_report(folder: Path) -> Path:
         "measured by the benchmark named in its section (`make bench` runs them all).",
         "",
         *real_section(results, folder),
+        *descriptors_section(results),
         *gallery_size_section(results, folder),
         *scale_section(results, folder),
         *clique_section(results, folder),

@@ -108,7 +108,7 @@ def cliques(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.Mater
 
 @dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[cliques])
 def localization(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
-    """Where the query is: centre, north-up footprint and confidence, with the method used."""
+    """Where the query is: centre, heading, turned footprint, confidence and the method used."""
     loc = localize_query(rsloc.layout(), context.partition_key, rsloc.vote_top)
     context.log.info("%s: %s at %s, %s", loc.query, loc.method, loc.centre_lon, loc.centre_lat)
     return dg.MaterializeResult(

@@ -32,7 +32,7 @@ from rsloc_assets.retrieval.store import TileStore
 
 log = logging.getLogger(__name__)
 
-CHECK_SAMPLE = 20_000  # vectors whose norm the embeddings check reads
+CHECK_VALUES = 20_000 * 1280  # floats the embeddings check reads (20,000 GeM vectors, 100 MB)
 SCORE_SLACK = 1e-4  # cosine scores may exceed ±1 by float32 rounding
 
 
@@ -59,7 +59,7 @@ class EmbeddingRefresh:
 def check_embeddings(store: TileStore, expected: int, dim: int) -> EmbeddingsCheck:
     """Row count against the tiles that decode; norms of (a sample of the first) stored vectors."""
     rows = store.count()
-    vectors = store.to_arrow(["vector"], limit=CHECK_SAMPLE)["vector"]
+    vectors = store.to_arrow(["vector"], limit=max(1, CHECK_VALUES // dim))["vector"]
     stored_dim = vectors.type.list_size
     flat = vectors.combine_chunks().flatten().to_numpy(zero_copy_only=False)
     norms = np.linalg.norm(flat.reshape(-1, stored_dim), axis=1)
