@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import itertools
 import json
 import logging
 import math
@@ -29,8 +28,8 @@ import torch
 
 from rsloc_assets.gallery.reader import Gallery, TileRef
 from rsloc_assets.layout import write_atomic
-from rsloc_assets.retrieval.descriptors import LocalEncoder
-from rsloc_assets.retrieval.encoders import GEM_EPS, GEM_P, resize_square
+from rsloc_assets.retrieval.descriptors import LocalEncoder, pool_tokens
+from rsloc_assets.retrieval.encoders import resize_square
 
 log = logging.getLogger(__name__)
 
@@ -77,28 +76,6 @@ class TokenAdapter(torch.nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens + self.mlp(tokens)
-
-
-def _gem(tokens: torch.Tensor) -> torch.Tensor:
-    g = tokens.clamp(min=GEM_EPS).pow(GEM_P).mean(dim=1).pow(1.0 / GEM_P)
-    return torch.nn.functional.normalize(g, dim=1)
-
-
-def pooled(tokens: torch.Tensor, grid: int = 0) -> torch.Tensor:
-    """The descriptor the loss trains, L2-normalised: GeM over all tokens (grid 0), or GeM per
-    cell of a grid × grid split of the square token map, concatenated (the grid aggregation)."""
-    if not grid:
-        return _gem(tokens)
-    n, t, c = tokens.shape
-    side = math.isqrt(t)
-    cells = tokens.reshape(n, side, side, c)
-    edges = np.linspace(0, side, grid + 1).round().astype(int).tolist()
-    parts = [
-        _gem(cells[:, y0:y1, x0:x1].reshape(n, -1, c))
-        for y0, y1 in itertools.pairwise(edges)
-        for x0, x1 in itertools.pairwise(edges)
-    ]
-    return torch.nn.functional.normalize(torch.cat(parts, dim=1), dim=1)
 
 
 @dataclass
@@ -298,7 +275,7 @@ def view_recall(
 
     def describe(view: int) -> torch.Tensor:
         parts = [
-            pooled(module(tokens[i : i + chunk, view].float().to(device)), grid)
+            pool_tokens(module(tokens[i : i + chunk, view].float().to(device)), grid)
             for i in range(0, len(tokens), chunk)
         ]
         return torch.cat(parts)
@@ -337,8 +314,8 @@ def train_adapter(
             if len(idx) < 2:
                 continue
             pair = torch.from_numpy(np.stack([rng.choice(v, 2, replace=False) for _ in idx]))
-            a = pooled(module(tokens[idx, pair[:, 0]].float().to(device)), params.grid)
-            b = pooled(module(tokens[idx, pair[:, 1]].float().to(device)), params.grid)
+            a = pool_tokens(module(tokens[idx, pair[:, 0]].float().to(device)), params.grid)
+            b = pool_tokens(module(tokens[idx, pair[:, 1]].float().to(device)), params.grid)
             logits = a @ b.T / params.temperature
             mask = _negatives_mask(cols[idx], rows[idx], params.neighbour_tiles).to(device)
             logits = logits.masked_fill(mask, float("-inf"))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from rsloc_assets.layout import write_atomic
 from rsloc_assets.retrieval.encoders import GEM_EPS, GEM_P, Encoder
@@ -85,25 +86,40 @@ def gem(tokens: np.ndarray) -> np.ndarray:
     return np.power(np.mean(clamped**GEM_P, axis=1), 1.0 / GEM_P)
 
 
+def pool_tokens(tokens: torch.Tensor, grid: int = 0) -> torch.Tensor:
+    """L2-normalised GeM (p = 3) of N×T×C tokens: over the whole map (grid 0), or in each cell of
+    a grid × grid split of the square token map, each cell L2-normalised, concatenated row-major.
+    The one pooling both embedding (`grid_gem`) and adapter training use."""
+    n, t, c = tokens.shape
+
+    def pooled(x: torch.Tensor) -> torch.Tensor:
+        g = x.clamp(min=GEM_EPS).pow(GEM_P).mean(dim=1).pow(1.0 / GEM_P)
+        return torch.nn.functional.normalize(g, dim=1)
+
+    if not grid:
+        return pooled(tokens)
+    side = math.isqrt(t)
+    if side * side != t or side < grid:
+        raise ValueError(f"{t} local features do not form a square map of at least {grid}×{grid}")
+    cells = tokens.reshape(n, side, side, c)
+    edges = np.linspace(0, side, grid + 1).round().astype(int).tolist()
+    parts = [
+        pooled(cells[:, y0:y1, x0:x1].reshape(n, -1, c))
+        for y0, y1 in itertools.pairwise(edges)
+        for x0, x1 in itertools.pairwise(edges)
+    ]
+    return torch.nn.functional.normalize(torch.cat(parts, dim=1), dim=1)
+
+
 def grid_gem(tokens: np.ndarray, grid: int) -> np.ndarray:
     """GeM of each cell of a grid × grid split of N×T×C tokens laid out on a square map,
     each cell L2-normalised, concatenated in row-major order and L2-normalised: N×(grid²·C).
 
     Unlike GeM over the whole map it keeps where things are, so the mosaic one tile away, which
     shares 6 of 9 tiles, no longer looks alike (NAIP cross-date patch recall@1 of the true tile
-    0.17 → 0.55 at grid 3: bench/results/descriptors.json)."""
-    n, t, c = tokens.shape
-    side = math.isqrt(t)
-    if side * side != t or side < grid:
-        raise ValueError(f"{t} local features do not form a square map of at least {grid}×{grid}")
-    cells = tokens.reshape(n, side, side, c)
-    edges = np.linspace(0, side, grid + 1).round().astype(int)
-    parts = [
-        l2(gem(cells[:, y0:y1, x0:x1].reshape(n, -1, c)))
-        for y0, y1 in itertools.pairwise(edges)
-        for x0, x1 in itertools.pairwise(edges)
-    ]
-    return l2(np.concatenate(parts, axis=1))
+    0.17 → 0.55 at grid 3: bench/results/descriptors*.json)."""
+    with torch.inference_mode():
+        return pool_tokens(torch.from_numpy(np.ascontiguousarray(tokens, np.float32)), grid).numpy()
 
 
 def l2(x: np.ndarray, axis: int = -1) -> np.ndarray:
