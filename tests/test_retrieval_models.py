@@ -81,3 +81,12 @@ def test_the_cli_trains_the_adapter_the_pipeline_then_uses(layout, effnet, capsy
     assert "positives augmentations" in out
     assert main(["-q", "gallery", "adapt", "--root", str(layout.root / "nowhere")]) == 2
     assert "materialize gallery_tiles first" in capsys.readouterr().err
+
+
+def test_a_pointer_naming_a_path_outside_models_is_refused(layout, effnet):
+    fit_descriptor(layout, effnet, VLAD_W8, None)
+    pointer = layout.models / "descriptor.json"
+    pointer.write_text(pointer.read_text().replace('"file": "', '"file": "../../'))
+    with pytest.raises(ValueError, match="not a file in"):
+        described_encoder(layout, effnet, VLAD_W8, adapt=False)
+    fit_descriptor(layout, effnet, VLAD_W8, None)

@@ -59,6 +59,14 @@ def _current(layout: Layout, kind: ModelKind) -> dict | None:
         raise ValueError(f"{path} is not valid JSON ({err}): rematerialize {kind}") from None
 
 
+def _model_file(layout: Layout, kind: ModelKind, pointer: dict) -> Path:
+    """The file a pointer names, which must be a plain name inside `models/`."""
+    file = str(pointer.get("file", ""))
+    if not file or Path(file).name != file or file in (".", ".."):
+        raise ValueError(f"{_pointer(layout, kind)} names {file!r}, not a file in {layout.models}")
+    return layout.models / file
+
+
 def current_adapter(layout: Layout, base: str, device: str = "cpu") -> Adapter | None:
     """The adapter `gallery_adapter` last trained for encoder `base`; None when it trained none
     (adaptation off); a one-line error when it has not run for this encoder."""
@@ -70,7 +78,7 @@ def current_adapter(layout: Layout, base: str, device: str = "cpu") -> Adapter |
         )
     if pointer["version"] is None:
         return None
-    return Adapter.load(layout.models / pointer["file"], device)
+    return Adapter.load(_model_file(layout, ModelKind.ADAPTER, pointer), device)
 
 
 @dataclass(frozen=True)
@@ -193,7 +201,7 @@ def current_descriptor(layout: Layout, base: str) -> DescriptorModel:
             f"no descriptor model for encoder {base!r} under {layout.models}: "
             "materialize descriptor_model"
         )
-    return DescriptorModel.load(layout.models / pointer["file"])
+    return DescriptorModel.load(_model_file(layout, ModelKind.DESCRIPTOR, pointer))
 
 
 def described_encoder(layout: Layout, base: Encoder, spec: DescriptorSpec, adapt: bool) -> Encoder:
