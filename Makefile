@@ -12,7 +12,7 @@ RSLOC := $(VENV)/bin/rsloc
 QUERY_ASSETS := query_patches,candidates,cliques,localization,verified_localization
 
 .PHONY: setup demo test lint clean bench bench-clique bench-extraction bench-embedding bench-scale \
-	bench-real bench-gallery-size bench-descriptors bench-report
+	bench-real bench-gallery-size bench-descriptors bench-gallery-size-descriptors bench-report
 
 setup: $(STAMPS)/gdal-python
 
@@ -80,6 +80,11 @@ bench-real: setup
 # First run: builds and embeds a 30,000-tile atlas (cached in bench/.cache/gallery_size).
 bench-gallery-size: setup
 	LANCE_LOG=error $(PY) -m bench.gallery_size
+
+# Whole-map GeM against the default grid descriptor on the largest gallery's retrieval alone.
+bench-gallery-size-descriptors: setup
+	$(PY) -m bench.descriptors --datasets --folders "$$($(PY) -m bench.gallery_size --prepare-only | tail -1)" \
+		--options gem grid3 --queries 'w*' --name descriptors_gallery_size
 
 bench-descriptors: setup
 	$(PY) -m bench.descriptors

@@ -4,22 +4,29 @@ aggregation (GeM, VLAD), whitening and gallery adapter, on the same gallery and 
 The gallery and queries are `bench.real`'s (NAIP: a 2020 gallery, crops of 2009–2016; RSLoc:
 same-source crops). The frozen encoder runs once on every gallery mosaic and query patch; each
 option is then fitted on the gallery's mosaics alone (no query is ever seen by a fit) and scored
-on the cached local features, so the options differ only in what they are.
+on the cached local features, so the options differ only in what they are. Each option's
+near-rank of every patch is also projected to the paper's 824,796 tiles at the default top K
+(`bench.gallery_size.PROJECTION_METHOD`); with `--folders` on the gallery-size benchmark's largest
+gallery (`make bench-gallery-size-descriptors`) that is the figure the baseline is compared on.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import write_result
+from bench.common import GALLERY_TILES, write_result
+from bench.gallery_size import projected_recall
 from bench.real import SHARED_DATA, datasets
+from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.evaluation.metrics import patch_true_tiles
 from rsloc_assets.evaluation.truth import read_truth
 from rsloc_assets.gallery.builder import build_gallery
@@ -97,8 +104,9 @@ class Cached:
     seconds: float
 
 
-def cache_tokens(layout: Layout, encoder, batch: int = 32) -> Cached:
-    """Run the frozen encoder once on every gallery mosaic and every query patch."""
+def cache_tokens(layout: Layout, encoder, queries: str = "*", batch: int = 32) -> Cached:
+    """Run the frozen encoder once on every gallery mosaic and on the patches of every query
+    whose name matches `queries`."""
     start = time.perf_counter()
     manifest, info = layout.read_manifest()
     refs = [
@@ -119,7 +127,7 @@ def cache_tokens(layout: Layout, encoder, batch: int = 32) -> Cached:
         parts.append(encoder.tokens(np.stack(images)).astype(np.float16))
     gallery_tokens = np.concatenate(parts)
     patch_parts, names, truths = [], [], []
-    for name in layout.query_names():
+    for name in fnmatch.filter(layout.query_names(), queries):
         query = read_query(layout.query_file(name), info.ref_lat)
         plan = plan_patches(info.tile_ground_m, query.gsd_m)
         table = cut_patches(query, plan)
@@ -195,6 +203,13 @@ def recall(cached: Cached, gallery: np.ndarray, patches: np.ndarray) -> dict[str
     for r in RANKS:
         out[f"exact_at_{r}"] = float(exact[:, :r].any(axis=1).mean())
         out[f"near_at_{r}"] = float(near[:, :r].any(axis=1).mean())
+    top_k = RslocResource().top_k
+    near_rank = np.where(near.any(axis=1), near.argmax(axis=1), -1)
+    near_rank[near_rank >= top_k] = -1
+    out["near_at_k"] = float(np.mean(near_rank >= 0))
+    out["projected_near_at_k"] = projected_recall(
+        near_rank, len(cached.gallery_keys), GALLERY_TILES, top_k
+    )
     return out
 
 
@@ -219,14 +234,20 @@ def folder_source(folder: Path, root: Path) -> tuple[Layout, str]:
     return layout, f"the gallery and queries of {folder}"
 
 
-def score_options(layout: Layout, label: str, params: AdapterParams) -> dict:
+def score_options(
+    layout: Layout,
+    label: str,
+    params: AdapterParams,
+    options: Sequence[Option] = OPTIONS,
+    queries: str = "*",
+) -> dict:
     """Cache local features once, train the adapter once, then fit and score every option."""
     encoder = load_encoder("effnetl2", device="auto")
-    cached = cache_tokens(layout, encoder)
+    cached = cache_tokens(layout, encoder, queries)
     adapters: dict[int, Adapter] = {}
     adapt_s: dict[str, float] = {}
     rows = []
-    for option in OPTIONS:
+    for option in options:
         pooling = option.grid if option.aggregation == Aggregation.GRID else 0
         if option.adapt and pooling not in adapters:
             start = time.perf_counter()
@@ -264,20 +285,33 @@ def main(argv: list[str] | None = None) -> None:
         "--folders", nargs="*", type=Path, default=[], help="data folders with gallery + queries"
     )
     parser.add_argument("--epochs", type=int, default=AdapterParams.epochs)
+    parser.add_argument(
+        "--options",
+        nargs="*",
+        default=[o.name for o in OPTIONS],
+        choices=[o.name for o in OPTIONS],
+        help="the options to score (default: all)",
+    )
+    parser.add_argument("--queries", default="*", help="only queries whose name matches")
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument("--name", default="descriptors")
     args = parser.parse_args(argv)
     params = AdapterParams(epochs=args.epochs)
+    options = [o for o in OPTIONS if o.name in args.options]
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
             for seed in args.seeds:
                 layout, label = real_source(name, Path(tmp) / f"{name}{seed}", seed)
-                runs.append({"source": name, "seed": seed} | score_options(layout, label, params))
+                runs.append(
+                    {"source": name, "seed": seed}
+                    | score_options(layout, label, params, options, args.queries)
+                )
         for i, folder in enumerate(args.folders):
             layout, label = folder_source(folder, Path(tmp) / f"folder{i}")
             runs.append(
-                {"source": str(folder), "seed": None} | score_options(layout, label, params)
+                {"source": str(folder), "seed": None}
+                | score_options(layout, label, params, options, args.queries)
             )
     write_result(args.name, {"runs": runs}, args.results_dir)
 

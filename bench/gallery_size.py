@@ -334,27 +334,67 @@ def _within_1_tile(score: QueryScore, stage: Stage) -> bool:
     return error is not None and error <= score.tile_m
 
 
-def run(setup: Setup, cache: Path, shared: Path) -> dict:
-    """Build or reuse the atlas, run every gallery size, and gather the figures."""
+@dataclass
+class Prepared:
+    """The atlas, the queries and every nested gallery's data folder, built or reused."""
+
+    worlds: list[AtlasWorld]
+    query_worlds: list[AtlasWorld]
+    synthetic: list[str]
+    real: list[str]
+    folders: dict[int, Layout]
+    boxes: dict[int, list[TileBox]]
+    atlas_built: int
+    atlas_s: float
+    render_s: float
+    tiles_s: float
+
+
+def prepare(setup: Setup, cache: Path, shared: Path) -> Prepared:
+    """Build or reuse the atlas and its queries, and give every gallery size a data folder with
+    its gallery and queries (the RSLoc crops join the largest); nothing is embedded here."""
     atlas_file = cache / "atlas.sqlite"
     report, atlas_ms = timed(lambda: build_atlas(setup.atlas, atlas_file))
     worlds = plan_atlas(setup.atlas)
     query_worlds = nested(worlds, min(setup.sizes))
     queries = write_synthetic_queries(setup, query_worlds, cache / "queries")
-    synthetic = [p.stem for p in queries]
     real_tiffs = sorted((shared / "rsloc").glob(REAL_TIFFS))
     real_queries = write_real_queries(real_tiffs, cache / "real_queries", setup.seed)
     largest = max(setup.sizes)
-    source = Layout(cache / f"n{largest}")
+    folders, boxes = {}, {}
+    for n in setup.sizes:
+        layout = Layout(cache / f"n{n}")
+        boxes[n] = [TileBox(ZOOM, w.cols, w.rows) for w in nested(worlds, n)]
+        real = real_queries if n == largest else []
+        if not layout.gallery.exists():
+            build_nested_gallery(atlas_file, layout.gallery, boxes[n], real_tiffs if real else [])
+        sync_queries([*queries, *real], layout)
+        folders[n] = layout
+    return Prepared(
+        worlds,
+        query_worlds,
+        [p.stem for p in queries],
+        [p.stem for p in real_queries],
+        folders,
+        boxes,
+        len(report.built),
+        atlas_ms / 1e3,
+        report.seconds["render"],
+        report.seconds["tiles"],
+    )
+
+
+def run(setup: Setup, cache: Path, shared: Path) -> dict:
+    """Build or reuse the atlas, run every gallery size, and gather the figures."""
+    ready = prepare(setup, cache, shared)
+    worlds, synthetic = ready.worlds, ready.synthetic
+    largest = max(setup.sizes)
+    source = ready.folders[largest]
     rsloc_defaults = RslocResource()
     sizes, measured = [], {}
     for n in sorted(setup.sizes, reverse=True):
-        layout = Layout(cache / f"n{n}")
-        boxes = [TileBox(ZOOM, w.cols, w.rows) for w in nested(worlds, n)]
-        real = [p.stem for p in real_queries] if n == largest else []
-        if not layout.gallery.exists():
-            build_nested_gallery(atlas_file, layout.gallery, boxes, real_tiffs if real else [])
-        sync_queries([*queries, *(real_queries if real else [])], layout)
+        layout, boxes = ready.folders[n], ready.boxes[n]
+        real = ready.real if n == largest else []
         rsloc = RslocResource(data_dir=str(layout.root))
         if n != largest:
             seed_embeddings(source, layout, boxes, rsloc)
@@ -406,16 +446,16 @@ def run(setup: Setup, cache: Path, shared: Path) -> dict:
             "gsd_m": setup.atlas.gsd_m,
             "landscapes": sorted({str(w.spec.landscape) for w in worlds}),
             "dates": [list(d) for d in setup.atlas.dates],
-            "built_now": len(report.built),
-            "build_s": atlas_ms / 1e3,
-            "render_s": report.seconds["render"],
-            "tiles_s": report.seconds["tiles"],
+            "built_now": ready.atlas_built,
+            "build_s": ready.atlas_s,
+            "render_s": ready.render_s,
+            "tiles_s": ready.tiles_s,
         },
         "queries": {
             "synthetic": len(synthetic),
             "season": QUERY_SEASON,
             "side_px": list(setup.query_px),
-            "worlds": [w.index for w in query_worlds],
+            "worlds": [w.index for w in ready.query_worlds],
         },
         "sizes": sizes,
         "projection": projection,
@@ -453,6 +493,11 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--cache", type=Path, default=CACHE, help="atlas, galleries, embeddings")
     parser.add_argument("--shared", type=Path, default=SHARED_DATA, help="the shared data folder")
     parser.add_argument("--results-dir", type=Path, default=None)
+    parser.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="build the atlas, galleries and queries, print the largest data folder, and stop",
+    )
     args = parser.parse_args(argv)
     sizes = tuple(sorted(int(v) for v in args.sizes.split(",")))
     setup = Setup(
@@ -469,6 +514,10 @@ def main(argv: list[str] | None = None) -> str:
         query_px=args.query_px,
         seed=args.seed,
     )
+    if args.prepare_only:
+        folder = str(prepare(setup, args.cache, args.shared).folders[max(sizes)].root)
+        print(folder)
+        return folder
     figures = run(setup, args.cache, args.shared)
     write_result("gallery_size", figures, args.results_dir)
     line = summary_line(figures)
