@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import GALLERY_TILES, write_result
-from bench.gallery_size import projected_recall
+from bench.gallery_size import projected_recall, recall_at
 from bench.real import SHARED_DATA, datasets
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.evaluation.metrics import patch_true_tiles
@@ -205,8 +205,7 @@ def recall(cached: Cached, gallery: np.ndarray, patches: np.ndarray) -> dict[str
         out[f"near_at_{r}"] = float(near[:, :r].any(axis=1).mean())
     top_k = RslocResource().top_k
     near_rank = np.where(near.any(axis=1), near.argmax(axis=1), -1)
-    near_rank[near_rank >= top_k] = -1
-    out["near_at_k"] = float(np.mean(near_rank >= 0))
+    out["near_at_k"] = recall_at(near_rank, top_k)
     out["projected_near_at_k"] = projected_recall(
         near_rank, len(cached.gallery_keys), GALLERY_TILES, top_k
     )
