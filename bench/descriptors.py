@@ -108,7 +108,7 @@ def cache_tokens(layout: Layout, encoder, queries: str = "*", batch: int = 32) -
     """Run the frozen encoder once on every gallery mosaic and on the patches of every query
     whose name matches `queries`."""
     start = time.perf_counter()
-    manifest, info = layout.read_manifest()
+    manifest, info = layout.read_manifest(), layout.gallery_info()
     refs = [
         TileRef(r["level"], r["col"], r["row"], r["time"])
         for r in manifest.select(["level", "col", "row", "time"]).to_pylist()

@@ -399,7 +399,7 @@ def run(setup: Setup, cache: Path, shared: Path) -> dict:
         if n != largest:
             seed_embeddings(source, layout, boxes, rsloc)
         graph = run_graph(layout, rsloc)
-        tiles = layout.read_manifest(["key"])[0].num_rows
+        tiles = layout.read_manifest(["key"]).num_rows
         for dataset, names in ((SYNTHETIC, synthetic), (REAL, real)):
             if not names:
                 continue

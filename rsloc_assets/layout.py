@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rsloc_assets.records import (
@@ -114,6 +115,10 @@ class QueryWork:
     def write_patches(self, table: pa.Table, meta: PatchMeta) -> None:
         """The patch table with embeddings, and the query-level record in its metadata."""
         write_table(self.patches_path, table, meta.to_dict())
+
+    def patch_meta(self) -> PatchMeta:
+        """The query-level record of the patch table, read without reading its rows."""
+        return PatchMeta.from_dict(json.loads(pq.read_schema(self.patches_path).metadata[_META]))
 
     def patches(self) -> tuple[pa.Table, PatchMeta]:
         """The patch table (with embeddings) and the query-level record."""
@@ -248,28 +253,43 @@ class Layout:
     def embedding_state(self) -> Path:
         return self.work / "tile_embeddings.json"
 
-    def write_manifest(self, table: pa.Table, info: GalleryInfo) -> None:
-        """The gallery manifest, with the gallery facts every query step needs."""
-        write_table(self.manifest, table, {"gallery": info.to_dict()})
+    def write_manifest(self, table: pa.Table, levels: Sequence[GalleryInfo]) -> None:
+        """The gallery manifest (rows of every working level), with each level's gallery facts."""
+        write_table(self.manifest, table, {"levels": [info.to_dict() for info in levels]})
 
-    def read_manifest(self, columns: list[str] | None = None) -> tuple[pa.Table, GalleryInfo]:
-        """The manifest (all or some columns) and its gallery facts; a one-line error before
+    def read_manifest(self, columns: list[str] | None = None, zoom: int | None = None) -> pa.Table:
+        """The manifest (all or some columns), of one level or all; a one-line error before
         `gallery_tiles` has run."""
-        info = self.gallery_info()
-        return pq.read_table(self.manifest, columns=columns), info
+        self.gallery_info(zoom)  # the one-line errors: no manifest yet, or no such level
+        table = pq.read_table(self.manifest, columns=columns and sorted({*columns, "level"}))
+        if zoom is not None:
+            table = table.filter(pc.equal(table["level"], zoom))
+        return table.select(columns) if columns else table
 
-    def gallery_info(self) -> GalleryInfo:
-        """The gallery facts kept with the manifest, read without reading its rows."""
+    def gallery_levels(self) -> list[GalleryInfo]:
+        """The gallery facts of each working level, finest first, read without reading rows."""
         if not self.manifest.exists():
             raise FileNotFoundError(
                 f"no gallery manifest at {self.manifest}: materialize gallery_tiles first"
             )
         metadata = pq.read_schema(self.manifest).metadata or {}
-        if _META not in metadata:
+        record = json.loads(metadata[_META]) if _META in metadata else {}
+        if "levels" not in record:
             raise ValueError(
                 f"{self.manifest} predates its gallery facts: rematerialize gallery_tiles"
             )
-        return GalleryInfo.from_dict(json.loads(metadata[_META])["gallery"])
+        levels = [GalleryInfo.from_dict(d) for d in record["levels"]]
+        return sorted(levels, key=lambda info: -info.zoom)
+
+    def gallery_info(self, zoom: int | None = None) -> GalleryInfo:
+        """The gallery facts of level `zoom`, by default the finest working level."""
+        levels = self.gallery_levels()
+        if zoom is None:
+            return levels[0]
+        for info in levels:
+            if info.zoom == zoom:
+                return info
+        raise ValueError(f"{self.manifest} holds no tiles at zoom {zoom}")
 
     def corrupt_tiles(self) -> dict[str, str]:
         """Tiles known corrupt at a time (key → time), so a refresh skips them until they change."""

@@ -8,7 +8,7 @@ from enum import StrEnum
 
 import pyarrow as pa
 
-from rsloc_assets.grids import TileGrid, get_grid
+from rsloc_assets.grids import TILE_PX, TileGrid, get_grid
 
 
 class Method(StrEnum):
@@ -147,6 +147,11 @@ class GalleryInfo:
     ref_lat: float
     tile_ground_m: tuple[float, float]
     tiles: int
+
+    @property
+    def pixel_m(self) -> float:
+        """The level's ground metres per tile pixel, √(x·y)."""
+        return (self.tile_ground_m[0] * self.tile_ground_m[1]) ** 0.5 / TILE_PX
 
     def to_dict(self) -> dict:
         return {

@@ -77,6 +77,7 @@ def _scene(rotation_deg: float, hit_rate: float, seed: int = 0):
                     "lon": lon,
                     "lat": lat,
                     "score": 0.9 - 0.01 * rank,
+                    "heading_deg": 0.0,
                 }
             )
     nodes = pa.Table.from_pylist(rows)
@@ -130,3 +131,22 @@ def test_no_seeds_no_hypotheses():
         nodes, patches, [Seed(np.zeros(0, np.int64), Method.CLIQUE)], tile_m, GRID, Z
     )
     assert ranked == [] and table.num_rows == 0 and table.schema == HYPOTHESIS_SCHEMA
+
+
+def test_a_lone_hit_takes_its_heading_as_the_rotation():
+    """A one-patch query forms no clique: each of its hits is a hypothesis, turned by the heading
+    it was retrieved at, since one offset fixes no rotation."""
+    spots = [(TRUE_LON, TRUE_LAT), offset_lonlat(TRUE_LON, TRUE_LAT, 20_000.0, 0.0)]
+    rows = []
+    for rank, (lon, lat) in enumerate(spots):
+        lon, lat = _tile_centre(float(lon), float(lat))
+        key = GRID.tile_at(lon, lat, Z).key
+        rows.append(
+            {"patch": 0, "rank": rank, "key": key, "lon": lon, "lat": lat, "score": 0.9 - rank / 10}
+            | {"heading_deg": 90.0 * (rank + 1)}
+        )
+    patches = pa.table({"east_m": [0.0], "north_m": [0.0]})
+    seeds = [Seed(np.array([0]), Method.RETRIEVAL_VOTE), Seed(np.array([1]), Method.RETRIEVAL_VOTE)]
+    ranked, _ = rank_hypotheses(pa.Table.from_pylist(rows), patches, seeds, 800.0, GRID, Z)
+    assert [round(h.rotation_deg) for h in ranked] == [90, 180]
+    assert ranked[0].centre_lon == pytest.approx(rows[0]["lon"])

@@ -108,7 +108,7 @@ def test_a_refit_descriptor_embeds_into_a_new_table(small_layout):
     assert result.success
     version = events["descriptor_model"]["version"]
     assert events["descriptor_model"]["dimension"] == 8
-    assert events["tile_embeddings"]["table"] == f"effnetl2_grid3_w8_{version}_ge_z15"
+    assert events["tile_embeddings"]["tables"] == f"effnetl2_grid3_w8_{version}_ge_z15"
     assert events["tile_embeddings"]["embedded"] == events["tile_embeddings"]["rows"]
 
     # New settings without a refit: the embeddings refuse to use the old model.
@@ -120,5 +120,5 @@ def test_a_refit_descriptor_embeds_into_a_new_table(small_layout):
 
     result, events = materialize_fitted(changed, fitted)
     assert result.success and events["descriptor_model"]["version"] != version
-    assert events["tile_embeddings"]["table"].startswith("effnetl2_grid3_w6_")
+    assert events["tile_embeddings"]["tables"].startswith("effnetl2_grid3_w6_")
     assert events["tile_embeddings"]["embedded"] == events["tile_embeddings"]["rows"]

@@ -175,26 +175,51 @@ def test_rematerializing_one_partition_touches_only_its_outputs(world):
     assert all(c.passed for c in result.get_asset_check_evaluations())
 
 
-def test_query_smaller_than_a_patch_is_a_recorded_skip(world):
+def _materialize_crop(world, name: str, size_m: tuple[float, float]):
+    """Materialize the query assets of a crop of the first query's centre, `size_m` on the
+    ground, as query `name` (removed afterwards); the run result."""
     layout, rsloc, instance = world
     src = layout.query_file(layout.query_names()[0])
-    tiny = layout.queries / "tiny.tif"
-    gdal.Translate(str(tiny), str(src), srcWin=[0, 0, 64, 64])
+    ds = gdal.Open(str(src))
+    gsd = ds.GetGeoTransform()[1]
+    w, h = (round(v / gsd) for v in size_m)
+    x0, y0 = (ds.RasterXSize - w) // 2, (ds.RasterYSize - h) // 2
+    crop = layout.queries / f"{name}.tif"
+    gdal.Translate(str(crop), ds, srcWin=[x0, y0, w, h])
     try:
-        instance.add_dynamic_partitions(queries_partitions.name, ["tiny"])
-        result = dg.materialize(
+        instance.add_dynamic_partitions(queries_partitions.name, [name])
+        return dg.materialize(
             ASSETS,
             selection=QUERY_ASSETS,
-            partition_key="tiny",
+            partition_key=name,
             resources={"rsloc": rsloc},
             instance=instance,
         )
     finally:
-        tiny.unlink()
+        crop.unlink()
+
+
+def test_query_smaller_than_a_patch_is_localized_as_one_patch(world):
+    """A 1.9 × 1.7 km query, smaller than one 3 × 3 mosaic (≈ 2.4 km), is one whole-image patch:
+    its best tiles are the hypotheses verification tries."""
+    layout, _, _ = world
+    src = layout.query_file(layout.query_names()[0])
+    truth = read_truth(src)
+    result = _materialize_crop(world, "small", (1900.0, 1700.0))
+    assert result.success
+    assert _metadata(result, "query_patches")["patches"].value == 1
+    meta = _metadata(result, "verified_localization")
+    assert meta["method"].value == "verified"
+    lon, lat = json.loads(meta["centre_lonlat"].value)
+    assert distance_m(lon, lat, *truth.centre_lonlat) < 100.0
+
+
+def test_query_under_one_tile_of_ground_is_a_recorded_skip(world):
+    result = _materialize_crop(world, "tiny", (500.0, 500.0))
     assert result.success
     meta = _metadata(result, "localization")
     assert meta["method"].value == "not-localized"
-    assert "smaller than one patch" in meta["reason"].value
+    assert "less than one gallery tile" in meta["reason"].value
 
 
 def _corner_error_m(corners: list[tuple[float, float]], truth: list[tuple[float, float]]) -> float:

@@ -1,6 +1,7 @@
 """The data folder: typed artefacts round-trip, the atomic writer leaves nothing half-written, and
 files from before a format change are one-line errors."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -72,9 +73,19 @@ def test_manifest_keeps_the_gallery_facts(tmp_path: Path):
     layout = Layout(tmp_path)
     with pytest.raises(FileNotFoundError, match="materialize gallery_tiles first"):
         layout.read_manifest()
-    layout.write_manifest(MANIFEST_SCHEMA.empty_table(), INFO)
-    table, info = layout.read_manifest()
-    assert info == INFO and table.schema.names == MANIFEST_SCHEMA.names
+    coarse = replace(INFO, zoom=INFO.zoom - 1, tile_ground_m=(1600.0, 1600.0))
+    rows = [
+        {"key": f"{z}/1/1", "level": z, "col": 1, "row": 1, "time": "2020"}
+        for z in (coarse.zoom, INFO.zoom)
+    ]
+    layout.write_manifest(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), [coarse, INFO])
+    assert layout.gallery_levels() == [INFO, coarse]  # finest first
+    assert layout.gallery_info() == INFO and layout.gallery_info(coarse.zoom) == coarse
+    table = layout.read_manifest()
+    assert table.schema.names == MANIFEST_SCHEMA.names and table.num_rows == 2
+    assert layout.read_manifest(["key"], zoom=coarse.zoom)["key"].to_pylist() == ["14/1/1"]
+    with pytest.raises(ValueError, match="no tiles at zoom 3"):
+        layout.gallery_info(3)
 
 
 def test_files_from_before_a_format_change_are_one_line_errors(tmp_path: Path):

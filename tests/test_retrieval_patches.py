@@ -68,8 +68,13 @@ def test_patch_grid_covers_image_with_true_centres(tmp_path):
     q = read_query(path, ref_lat=47.0)
     plan = plan_patches((800.0, 1200.0), q.gsd_m)
     assert (plan.width, plan.height) == (600, 900)
-    with pytest.raises(ValueError, match="smaller than one patch"):
-        cut_patches(q, plan)
+    # 700 px high, 900 px patches: one row of windows centred on the image's height.
+    strip = cut_patches(q, plan)
+    assert set(strip["y0"].to_pylist()) == {-100} and strip["x0"].to_pylist() == [0, 200, 400]
+    np.testing.assert_allclose(strip["valid_fraction"].to_numpy(), 700 / 900)
+    assert strip["north_m"].to_pylist() == [0.0] * 3
+    with pytest.raises(ValueError, match="less than one gallery tile"):
+        cut_patches(q, plan_patches((5000.0, 5000.0), q.gsd_m))
     plan = plan_patches((200.0, 200.0), q.gsd_m)  # 150 px patches, 50 px stride
     table = cut_patches(q, plan)
     x0, cx = table["x0"].to_numpy(), table["cx"].to_numpy()

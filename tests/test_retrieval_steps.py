@@ -129,6 +129,8 @@ def test_candidates_come_from_the_queries_voted_heading(tmp_path):
     patches = pa.table(
         {
             "patch": pa.array([0, 1, 2], pa.int32()),
+            "width": pa.array([10] * 3, pa.int32()),
+            "height": pa.array([10] * 3, pa.int32()),
             "heading_valid": pa.FixedSizeListArray.from_arrays(pa.array(valid.ravel()), 4),
             "vector": pa.FixedSizeListArray.from_arrays(per_heading, len(HEADINGS)),
         }

@@ -61,12 +61,12 @@ class _Fit:
     residual_m: float
 
 
-def rigid_fit(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray]:
+def rigid_fit(src: np.ndarray, dst: np.ndarray, theta0: float = 0.0) -> tuple[float, np.ndarray]:
     """Least-squares rotation θ and shift t with dst ≈ R(θ)·src + t, no reflection or scale
-    (2-D Kabsch); a single pair gives θ = 0."""
+    (2-D Kabsch); a single pair fixes no rotation, so it gives θ = `theta0`."""
     ms, md = src.mean(axis=0), dst.mean(axis=0)
     if len(src) < 2:
-        return 0.0, md - ms
+        return theta0, md - _rotate(ms, theta0)
     h = (src - ms).T @ (dst - md)
     theta = math.atan2(h[0, 1] - h[1, 0], h[0, 0] + h[1, 1])
     return theta, md - _rotate(ms, theta)
@@ -100,16 +100,18 @@ def _fit_seed(
     lon: np.ndarray,
     lat: np.ndarray,
     patch: np.ndarray,
+    heading: np.ndarray,
     radius_m: float,
     refits: int,
 ) -> tuple[_Fit, float, float] | None:
-    """Fit on the seed, then refit on the closest agreeing hit of every patch."""
+    """Fit on the seed, then refit on the closest agreeing hit of every patch; a lone hit takes
+    its rotation from the heading it was retrieved at (radians)."""
     lon0, lat0 = float(np.median(lon[seed])), float(np.median(lat[seed]))
     xy = _local(lon, lat, lon0, lat0)
     members = seed
     fit = None
     for _ in range(refits + 1):
-        theta, shift = rigid_fit(offsets[members], xy[members])
+        theta, shift = rigid_fit(offsets[members], xy[members], float(heading[members[0]]))
         gap = np.linalg.norm(_rotate(offsets, theta) + shift - xy, axis=1)
         agree = best_per_patch(np.flatnonzero(gap <= radius_m), patch, gap)
         if not len(agree):
@@ -141,6 +143,7 @@ def rank_hypotheses(
     patch = nodes["patch"].to_numpy()
     lon, lat = nodes["lon"].to_numpy(), nodes["lat"].to_numpy()
     score = nodes["score"].to_numpy().astype(np.float64)
+    heading = np.radians(nodes["heading_deg"].to_numpy().astype(np.float64))
     east, north = patches["east_m"].to_numpy(), patches["north_m"].to_numpy()
     offsets = np.stack([east[patch], north[patch]], axis=1)
     typical = _patch_medians(patch, score, patches.num_rows)
@@ -150,7 +153,7 @@ def rank_hypotheses(
         hits = best_per_patch(np.asarray(seed.hits, dtype=np.int64), patch, -score)
         if not len(hits):
             continue
-        found = _fit_seed(hits, offsets, lon, lat, patch, radius, params.refits)
+        found = _fit_seed(hits, offsets, lon, lat, patch, heading, radius, params.refits)
         if found is not None:
             fit, lon0, lat0 = found
             hits = fit.support

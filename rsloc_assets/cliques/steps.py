@@ -66,6 +66,10 @@ def find_cliques(
     seeds = [Seed(c, Method.CLIQUE) for c in result.cliques]
     voted = vote_members(nodes, patches, meta.gallery.tile_ground_m, vote_top)
     seeds.append(Seed(voted, Method.RETRIEVAL_VOTE))
+    if patches.num_rows == 1:
+        # One patch forms no clique: each of its `vote_top` best tiles is a place to verify.
+        best = np.flatnonzero(nodes["rank"].to_numpy() < vote_top)
+        seeds += [Seed(np.array([i]), Method.RETRIEVAL_VOTE) for i in best]
     grid, zoom = meta.gallery.grid, meta.gallery.zoom
     hypotheses, table = rank_hypotheses(nodes, patches, seeds, tile_m, grid, zoom, params)
     nodes = (

@@ -13,18 +13,18 @@ GALLERY = "gallery"
 
 @dg.asset(group_name=GALLERY)
 def gallery_tiles(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
-    """The gallery's tiles at the working level: one row per tile with its time and bounds."""
+    """The gallery's tiles at its working levels (`zoom`, default every level it holds): one row
+    per tile with its time and bounds."""
     layout = rsloc.layout()
     result = write_manifest(layout, rsloc.zoom, rsloc.gallery_time)
     manifest, extent = result.manifest, result.extent
-    context.log.info(
-        "%d tiles at zoom %d from %s", manifest.num_rows, result.info.zoom, layout.gallery
-    )
+    zooms = [info.zoom for info in result.levels]
+    context.log.info("%d tiles at zoom %s from %s", manifest.num_rows, zooms, layout.gallery)
     return dg.MaterializeResult(
         metadata={
             "tiles": manifest.num_rows,
-            "zoom": result.info.zoom,
-            "levels": str(result.levels),
+            "tiles_per_level": str({info.zoom: info.tiles for info in result.levels}),
+            "levels": str(result.gallery_levels),
             "times": str(result.times[-10:]),
             "extent_lonlat": str([extent.west, extent.south, extent.east, extent.north]),
             "gallery": dg.MetadataValue.path(str(layout.gallery)),
@@ -91,43 +91,46 @@ def descriptor_model(
 def tile_embeddings(
     context: dg.AssetExecutionContext, rsloc: RslocResource
 ) -> dg.MaterializeResult:
-    """3×3 mosaic embeddings of every tile in LanceDB; only new or changed tiles are embedded."""
+    """3×3 mosaic embeddings of every tile in LanceDB, one table per working level; only new or
+    changed tiles are embedded."""
     layout = rsloc.layout()
     encoder = rsloc.load_encoder()
-    info = layout.gallery_info()
-    store = rsloc.store(encoder, info)
-    result = refresh_tile_embeddings(
-        layout, encoder, store, rsloc.batch_size, rsloc.index_min_rows, rsloc.index_kind
+    stores = {info.zoom: rsloc.store(encoder, info) for info in layout.gallery_levels()}
+    results = refresh_tile_embeddings(
+        layout, encoder, stores, rsloc.batch_size, rsloc.index_min_rows, rsloc.index_kind
     )
-    plan, report, check = result.refresh.plan, result.refresh.report, result.check
-    for key in report.corrupt:
-        context.log.warning("corrupt tile %s skipped", key)
+    for r in results:
+        for key in r.refresh.report.corrupt:
+            context.log.warning("corrupt tile %s skipped", key)
+    reports = [r.refresh.report for r in results]
+    seconds = sum(report.seconds for report in reports)
+    embedded = sum(report.embedded for report in reports)
     return dg.MaterializeResult(
         metadata={
-            "table": store.table,
-            "rows": store.count(),
-            "embedded": report.embedded,
-            "changed_tiles": plan.changed,
-            "deleted": len(plan.delete),
-            "corrupt_skipped": len(report.corrupt),
-            "corrupt_known": len(result.refresh.corrupt),
-            "missing_neighbours": report.missing_neighbours,
-            "missing_tiles": len(report.missing_tiles),
-            "jpeg_decodes": report.decoded,
-            "seconds": round(report.seconds, 2),
-            "tiles_per_s": round(report.tiles_per_s, 1),
+            "tables": ", ".join(stores[r.zoom].table for r in results),
+            "rows": sum(r.check.rows for r in results),
+            "embedded": embedded,
+            "changed_tiles": sum(r.refresh.plan.changed for r in results),
+            "deleted": sum(len(r.refresh.plan.delete) for r in results),
+            "corrupt_skipped": sum(len(report.corrupt) for report in reports),
+            "corrupt_known": sum(len(r.refresh.corrupt) for r in results),
+            "missing_neighbours": sum(report.missing_neighbours for report in reports),
+            "missing_tiles": sum(len(report.missing_tiles) for report in reports),
+            "jpeg_decodes": sum(report.decoded for report in reports),
+            "seconds": round(seconds, 2),
+            "tiles_per_s": round(embedded / seconds, 1) if seconds > 0 else 0.0,
             "encoder": encoder.name,
             "device": encoder.device,
-            "ann_index": result.indexed,
+            "ann_index": all(r.indexed for r in results),
         },
         check_results=[
             dg.AssetCheckResult(
-                passed=check.passed,
+                passed=all(r.check.passed for r in results),
                 metadata={
-                    "rows": check.rows,
-                    "expected": check.expected,
-                    "unit_norm": check.unit_norm,
-                    "dimension": check.dimension,
+                    "rows": sum(r.check.rows for r in results),
+                    "expected": sum(r.check.expected for r in results),
+                    "unit_norm": all(r.check.unit_norm for r in results),
+                    "dimension": results[0].check.dimension,
                 },
             )
         ],

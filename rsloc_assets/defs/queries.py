@@ -17,15 +17,14 @@ QUERIES = "queries"
 
 @dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[gallery_tiles])
 def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
-    """A query cut into gallery-mosaic-sized patches on a regular grid, each embedded at
-    `query_headings` headings."""
+    """A query cut into gallery-mosaic-sized patches on a regular grid for the gallery level
+    nearest its ground resolution, each embedded at `query_headings` headings."""
     name = context.partition_key
     layout = rsloc.layout()
-    info = layout.gallery_info()
     result = prepare_query(
         layout,
         name,
-        info,
+        layout.gallery_levels(),
         rsloc.load_encoder(),
         rsloc.cut_th,
         rsloc.stride_tiles,
@@ -38,6 +37,7 @@ def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
             "patches": result.table.num_rows,
             "size_px": f"{result.width}×{result.height}",
             "gsd_m": str([round(g, 3) for g in result.gsd_m]),
+            "zoom": result.zoom,
             "headings": rsloc.query_headings,
             "skipped": result.reason or "no",
             "seconds": round(result.seconds, 2),
@@ -52,10 +52,10 @@ def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
     check_specs=[dg.AssetCheckSpec("candidates_valid", asset="candidates")],
 )
 def candidates(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
-    """Top-K gallery tiles for every patch of a query by their best cosine score over its
-    headings, with the heading each came from."""
+    """Top-K gallery tiles (of the query's level) for every patch of a query by their best cosine
+    score over its headings, with the heading each came from."""
     layout = rsloc.layout()
-    info = layout.gallery_info()
+    info = layout.query(context.partition_key).patch_meta().gallery
     store = rsloc.store(rsloc.load_encoder(), info)
     result = find_candidates(layout, context.partition_key, store, rsloc.top_k)
     rows = result.table.num_rows

@@ -28,7 +28,7 @@ class RslocResource(dg.ConfigurableResource):
     data_dir: str = "data"
     gallery: str = ""
     lancedb_uri: str = ""
-    zoom: int | None = None
+    zoom: int | None = None  # one working level; None: every level the gallery holds
     gallery_time: str | None = None
     encoder: str = "effnetl2"
     model_dir: str | None = None
@@ -99,7 +99,7 @@ class RslocResource(dg.ConfigurableResource):
         )
 
     def store(self, encoder: Encoder, info: GalleryInfo) -> TileStore:
-        """The LanceDB table of this encoder's embeddings of the gallery's working level."""
+        """The LanceDB table of this encoder's embeddings of one of the gallery's levels."""
         name = table_name(encoder.name, info.grid.name, info.zoom)
         return TileStore(self.layout().lancedb, name, encoder.dim)
 

@@ -14,16 +14,16 @@ from rsloc_assets.layout import Layout
 from rsloc_assets.records import MANIFEST_SCHEMA, GalleryInfo
 
 
-def resolve_zoom(gallery: Gallery, zoom: int | None) -> int:
-    """The requested level, or the gallery's finest when none is given."""
+def resolve_levels(gallery: Gallery, zoom: int | None) -> list[int]:
+    """The requested level, or every level the gallery holds when none is given."""
     levels = gallery.levels()
     if not levels:
         raise ValueError(f"{gallery.path}: the gallery holds no tiles")
     if zoom is None:
-        return max(levels)
+        return sorted(levels)
     if zoom not in levels:
         raise ValueError(f"{gallery.path}: no tiles at zoom {zoom} (levels: {levels})")
-    return zoom
+    return [zoom]
 
 
 def gallery_manifest(gallery: Gallery, zoom: int, time_: str | None = None) -> pa.Table:
@@ -70,24 +70,26 @@ def gallery_info(gallery: Gallery, manifest: pa.Table) -> GalleryInfo:
 
 @dataclass(frozen=True)
 class ManifestResult:
-    """A written manifest, its gallery facts, and what the gallery file holds besides."""
+    """A written manifest, each working level's gallery facts, and what the gallery file holds."""
 
     manifest: pa.Table
-    info: GalleryInfo
-    levels: list[int]
+    levels: list[GalleryInfo]
+    gallery_levels: list[int]
     times: list[str]
     extent: Bounds
 
 
 def write_manifest(layout: Layout, zoom: int | None, time_: str | None) -> ManifestResult:
-    """Read the gallery's tiles at `zoom` (default: its finest), at `time_` (default: each tile's
-    latest), and write the manifest with its gallery facts."""
+    """Read the gallery's tiles at `zoom` (default: every level it holds, each query then working
+    at the level nearest its ground resolution), at `time_` (default: each tile's latest), and
+    write the manifest with each level's gallery facts."""
     with Gallery.open(layout.gallery) as gallery:
-        level = resolve_zoom(gallery, zoom)
-        manifest = gallery_manifest(gallery, level, time_)
-        info = gallery_info(gallery, manifest)
+        parts = [gallery_manifest(gallery, z, time_) for z in resolve_levels(gallery, zoom)]
+        manifest = pa.concat_tables(parts)
+        infos = [gallery_info(gallery, part) for part in parts]
+        finest = max(info.zoom for info in infos)
         result = ManifestResult(
-            manifest, info, gallery.levels(), gallery.times(level), gallery.extent(level)
+            manifest, infos, gallery.levels(), gallery.times(finest), gallery.extent(finest)
         )
-    layout.write_manifest(manifest, info)
+    layout.write_manifest(manifest, infos)
     return result

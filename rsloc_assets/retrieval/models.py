@@ -100,7 +100,7 @@ def adapt_gallery(
     if params is None:
         _point(layout, ModelKind.ADAPTER, encoder.name, None, "")
         return AdapterResult(None, None)
-    manifest, _ = layout.read_manifest()
+    manifest = layout.read_manifest()
     with Gallery.open(layout.gallery) as gallery:
         views = cache_views(gallery, manifest, encoder, params, batch_size)
     adapter = train_adapter(views, encoder.name, params, encoder.device)
@@ -130,7 +130,7 @@ def _sample_tokens(
     batch_size: int,
 ) -> np.ndarray:
     """Local features (through the adapter) of up to `spec.sample_tiles` random gallery mosaics."""
-    manifest, _ = layout.read_manifest(["level", "col", "row", "time"])
+    manifest = layout.read_manifest(["level", "col", "row", "time"])
     rng = np.random.default_rng(spec.seed)
     picked = rng.choice(manifest.num_rows, min(spec.sample_tiles, manifest.num_rows), replace=False)
     rows = manifest.take(np.sort(picked)).to_pylist()

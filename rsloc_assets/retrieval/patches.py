@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +18,15 @@ import pyarrow as pa
 from osgeo import gdal, osr
 
 from rsloc_assets.geodesy import metres_per_degree
-from rsloc_assets.records import PATCH_SCHEMA
+from rsloc_assets.records import PATCH_SCHEMA, GalleryInfo
 
 gdal.UseExceptions()
 log = logging.getLogger(__name__)
 
 MIN_VALID_FRACTION = 0.5
+# A query smaller than a patch is one patch padded to a mosaic's ground; below one gallery tile
+# of ground (1/9 of a mosaic) the padding would be most of what the encoder sees.
+MIN_COVER = 1 / 9
 
 
 @dataclass
@@ -135,6 +139,15 @@ def _stretch_to_byte(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return (data - lo) * (255.0 / max(hi - lo, 1e-9))
 
 
+def nearest_level(levels: Sequence[GalleryInfo], gsd_m: tuple[float, float]) -> GalleryInfo:
+    """The gallery level whose pixels are nearest the query's ground resolution (by ratio; ties
+    to the finer), the level a query works at."""
+    if not levels:
+        raise ValueError("the gallery has no working level")
+    gsd = math.sqrt(gsd_m[0] * gsd_m[1])
+    return min(levels, key=lambda info: (abs(math.log(info.pixel_m / gsd)), -info.zoom))
+
+
 def plan_patches(
     tile_ground_m: tuple[float, float],
     gsd_m: tuple[float, float],
@@ -153,29 +166,47 @@ def plan_patches(
 
 
 def _starts(size: int, patch: int, stride: int) -> list[int]:
-    """Window origins on a regular grid; the last window ends flush with the image edge."""
+    """Window origins on a regular grid; the last window ends flush with the image edge. An image
+    narrower than a patch has one window, centred on it (starting before the image)."""
     last = size - patch
+    if last < 0:
+        return [last // 2]
     starts = list(range(0, last + 1, stride))
     if starts[-1] != last:
         starts.append(last)
     return starts
 
 
+def coverable_share(width: int, height: int, plan: PatchPlan) -> float:
+    """The share of a patch window an image of `width`×`height` px can fill: 1 unless the image
+    is smaller than a patch along an axis."""
+    return min(width, plan.width) * min(height, plan.height) / (plan.width * plan.height)
+
+
+def min_valid_share(width: int, height: int, plan: PatchPlan) -> float:
+    """The valid share a patch (or a view of it) needs to be kept: `MIN_VALID_FRACTION` of what
+    the image can fill, so that a query smaller than a patch keeps its one whole-image patch."""
+    return MIN_VALID_FRACTION * coverable_share(width, height, plan)
+
+
 def cut_patches(query: QueryImage, plan: PatchPlan) -> pa.Table:
     """Regular grid of patches over the whole query, nodata-dominated ones dropped: one row per
     kept patch (window, centre in pixels, centre offset from the image centre in ground metres
-    along the image's x and up axes; `heading_views` gives the pixels)."""
-    if query.width < plan.width or query.height < plan.height:
+    along the image's x and up axes; `heading_views` gives the pixels). Along an axis where the
+    query is smaller than a patch, its one window is centred on the image (as AnyLoc and EarthLoc
+    localize single images); a query covering less than `MIN_COVER` of a patch is an error."""
+    cover = coverable_share(query.width, query.height, plan)
+    if cover < MIN_COVER:
         raise ValueError(
-            f"query {query.name} is {query.width}×{query.height} px, smaller than one patch "
-            f"({plan.width}×{plan.height} px)"
+            f"query {query.name} is {query.width}×{query.height} px, less than one gallery tile "
+            f"of ground (a patch is {plan.width}×{plan.height} px)"
         )
+    needed = min_valid_share(query.width, query.height, plan)
     rows = []
     for y0 in _starts(query.height, plan.height, plan.stride_y):
         for x0 in _starts(query.width, plan.width, plan.stride_x):
-            window = np.s_[y0 : y0 + plan.height, x0 : x0 + plan.width]
-            valid = float(query.valid[window].mean())
-            if valid < MIN_VALID_FRACTION:
+            valid = float(window_of(query.valid, x0, y0, plan.width, plan.height).mean())
+            if valid < needed:
                 continue
             cx, cy = x0 + plan.width / 2, y0 + plan.height / 2
             rows.append(
@@ -213,19 +244,27 @@ def heading_views(
     Pixels beyond the query are black and invalid: the view is cut from the whole image, so
     corners come from neighbouring image where there is some. A multiple of 90° is an exact
     `np.rot90` of a window with the mosaic's ground size turned (the patch itself at 0° and
-    180°); other headings resample bilinearly.
+    180°); other headings resample bilinearly. A query smaller than a patch is seen without the
+    padding: its views are cropped to where any of them holds image, and the encoder stretches
+    them to a mosaic. On the small demo world (64 tiles), crops of 1.9 × 1.7 km of its 4 queries
+    put the true tile at ranks 0, 2, 0, 6 stretched against 33, 44, 42, 46 padded.
     """
     centres = zip(patches["cx"].to_pylist(), patches["cy"].to_pylist(), strict=True)
     views = [_heading_view(query, plan, cx, cy, heading_deg) for cx, cy in centres]
     if not views:
         return np.zeros((0, plan.height, plan.width, 3), np.uint8), np.zeros(0, np.float32)
-    return np.stack([v for v, _ in views]), np.array([f for _, f in views], np.float32)
+    rgb, masks = np.stack([v for v, _ in views]), np.stack([m for _, m in views])
+    shares = masks.reshape(len(masks), -1).mean(axis=1).astype(np.float32)
+    if coverable_share(query.width, query.height, plan) < 1.0 and masks.any():
+        rows, cols = np.flatnonzero(masks.any(axis=(0, 2))), np.flatnonzero(masks.any(axis=(0, 1)))
+        rgb = rgb[:, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return np.ascontiguousarray(rgb), shares
 
 
 def _heading_view(
     query: QueryImage, plan: PatchPlan, cx: float, cy: float, heading_deg: float
-) -> tuple[np.ndarray, float]:
-    """One patch's view at one heading and its valid share (see `heading_views`)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """One patch's view at one heading and where it holds image (see `heading_views`)."""
     (gx, gy), (w, h) = query.gsd_m, (plan.width, plan.height)
     quarters = heading_deg / 90.0
     if quarters == round(quarters):
@@ -233,8 +272,9 @@ def _heading_view(
         if k % 2:  # the window's x axis runs north-south on the ground
             w, h = round(plan.height * gy / gx), round(plan.width * gx / gy)
         x0, y0 = round(cx - w / 2), round(cy - h / 2)
-        rgb = np.rot90(_window(query.rgb, x0, y0, w, h), k)
-        return np.ascontiguousarray(rgb), float(_window(query.valid, x0, y0, w, h).mean())
+        rgb = np.rot90(window_of(query.rgb, x0, y0, w, h), k)
+        valid = np.rot90(window_of(query.valid, x0, y0, w, h), k)
+        return np.ascontiguousarray(rgb), valid
     # View pixel (u, v) (corner convention) is ground ((u − w/2)·gx, (h/2 − v)·gy) east/north of
     # the centre; turned by −heading into the image's axes, then to query pixels.
     c, s = math.cos(math.radians(heading_deg)), math.sin(math.radians(heading_deg))
@@ -245,10 +285,10 @@ def _heading_view(
     rgb = cv2.warpAffine(query.rgb, warp, (w, h), flags=cv2.INTER_LINEAR | inverse)
     mask = query.valid.view(np.uint8)
     valid = cv2.warpAffine(mask, warp, (w, h), flags=cv2.INTER_NEAREST | inverse)
-    return rgb, float(valid.mean())
+    return rgb, valid.astype(bool)
 
 
-def _window(a: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndarray:
+def window_of(a: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndarray:
     """`a[y0 : y0 + h, x0 : x0 + w]`, zero (black, invalid) where the window leaves `a`."""
     out = np.zeros((h, w, *a.shape[2:]), a.dtype)
     ys, ye = max(y0, 0), min(y0 + h, a.shape[0])

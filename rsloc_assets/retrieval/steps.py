@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,9 +21,12 @@ from rsloc_assets.records import CANDIDATE_SCHEMA, PATCH_SCHEMA, GalleryInfo, Pa
 from rsloc_assets.retrieval.encoders import Encoder
 from rsloc_assets.retrieval.patches import (
     MIN_VALID_FRACTION,
+    PatchPlan,
     cut_patches,
     heading_views,
     headings_deg,
+    min_valid_share,
+    nearest_level,
     plan_patches,
     read_query,
 )
@@ -49,8 +52,9 @@ class EmbeddingsCheck:
 
 @dataclass(frozen=True)
 class EmbeddingRefresh:
-    """One refresh of the store: the refresh itself, whether an ANN index exists, the check."""
+    """One refresh of one level's store: the refresh, whether an ANN index exists, the check."""
 
+    zoom: int
     refresh: Refresh
     indexed: bool
     check: EmbeddingsCheck
@@ -72,22 +76,26 @@ def check_embeddings(store: TileStore, expected: int, dim: int) -> EmbeddingsChe
 def refresh_tile_embeddings(
     layout: Layout,
     encoder: Encoder,
-    store: TileStore,
+    stores: Mapping[int, TileStore],
     batch_size: int,
     index_min_rows: int,
     index_kind: str,
-) -> EmbeddingRefresh:
-    """Embed new or changed tiles (and their neighbours) into the store, drop stale and corrupt
-    rows, keep the ANN index current, and check the result."""
-    manifest, _ = layout.read_manifest()
+) -> list[EmbeddingRefresh]:
+    """For each working level (zoom → its store): embed new or changed tiles (and their
+    neighbours), drop stale and corrupt rows, keep the ANN index current, and check the result."""
+    known = layout.corrupt_tiles()
+    corrupt: dict[str, str] = {}
+    out = []
     with Gallery.open(layout.gallery) as gallery:
-        refresh = refresh_embeddings(
-            gallery, manifest, encoder, store, layout.corrupt_tiles(), batch_size
-        )
-    indexed = store.ensure_index(index_min_rows, index_kind)
-    layout.write_corrupt_tiles(refresh.corrupt)
-    check = check_embeddings(store, manifest.num_rows - len(refresh.corrupt), encoder.dim)
-    return EmbeddingRefresh(refresh, indexed, check)
+        for zoom, store in stores.items():
+            manifest = layout.read_manifest(zoom=zoom)
+            refresh = refresh_embeddings(gallery, manifest, encoder, store, known, batch_size)
+            indexed = store.ensure_index(index_min_rows, index_kind)
+            check = check_embeddings(store, manifest.num_rows - len(refresh.corrupt), encoder.dim)
+            corrupt |= refresh.corrupt
+            out.append(EmbeddingRefresh(zoom, refresh, indexed, check))
+    layout.write_corrupt_tiles(corrupt)
+    return out
 
 
 @dataclass
@@ -100,27 +108,29 @@ class PatchResult:
     gsd_m: tuple[float, float]
     reason: str
     seconds: float
+    zoom: int
 
 
 def prepare_query(
     layout: Layout,
     name: str,
-    info: GalleryInfo,
+    levels: Sequence[GalleryInfo],
     encoder: Encoder,
     cut_th: float = 1.0,
     stride_tiles: float = 1.0,
     headings: int = 4,
 ) -> PatchResult:
-    """Cut one query into patches and embed each at `headings` evenly spaced headings, since the
-    encoder is not rotation-invariant and a query may face any way; too small a query is a
-    recorded skip.
+    """Cut one query into patches for the gallery level nearest its ground resolution (of
+    `levels`) and embed each at `headings` evenly spaced headings, since the encoder is not
+    rotation-invariant and a query may face any way; too small a query is a recorded skip.
 
     Adds `heading_valid` (each view's valid share) and `vector` (one embedding per heading, in
     `PatchMeta.headings` order) to the patch table.
     """
     start = time.perf_counter()
     turns = headings_deg(headings)
-    query = read_query(layout.query_file(name), info.ref_lat)
+    query = read_query(layout.query_file(name), levels[0].ref_lat)
+    info = nearest_level(levels, query.gsd_m)
     plan = plan_patches(info.tile_ground_m, query.gsd_m, cut_th, stride_tiles)
     try:
         table = cut_patches(query, plan)
@@ -141,7 +151,7 @@ def prepare_query(
     seconds = time.perf_counter() - start
     meta = PatchMeta(name, query.width, query.height, query.gsd_m, reason, info, seconds, turns)
     layout.query(name).write_patches(table, meta)
-    return PatchResult(table, query.width, query.height, query.gsd_m, reason, seconds)
+    return PatchResult(table, query.width, query.height, query.gsd_m, reason, seconds, info.zoom)
 
 
 def _nested(values: np.ndarray) -> pa.FixedSizeListArray:
@@ -169,8 +179,8 @@ class CandidatesResult:
 
 def find_candidates(layout: Layout, name: str, store: TileStore, top_k: int) -> CandidatesResult:
     """Top-K gallery tiles for each patch of a query by their best cosine score over the patch's
-    headings, each with the heading it came from; views less than `MIN_VALID_FRACTION` valid
-    are not searched."""
+    headings, each with the heading it came from; views less valid than `min_valid_share` are
+    not searched."""
     start = time.perf_counter()
     work = layout.query(name)
     patches, meta = work.patches()
@@ -180,7 +190,7 @@ def find_candidates(layout: Layout, name: str, store: TileStore, top_k: int) -> 
     vectors = patches["vector"].combine_chunks().flatten().flatten()
     vectors = vectors.to_numpy(zero_copy_only=False).reshape(-1, dim)
     valid = patches["heading_valid"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    rows = np.flatnonzero(valid >= MIN_VALID_FRACTION)
+    rows = np.flatnonzero(valid >= _min_valid(patches, meta))
     hits = store.search(vectors[rows], top_k)
     table = best_headings(voted_heading(hits, rows, len(meta.headings)), rows, meta.headings, top_k)
     seconds = time.perf_counter() - start
@@ -190,6 +200,14 @@ def find_candidates(layout: Layout, name: str, store: TileStore, top_k: int) -> 
     low, high = (v.as_py() for v in pc.min_max(table["score"]).values())
     in_range = low >= -1 - SCORE_SLACK and high <= 1 + SCORE_SLACK
     return CandidatesResult(table, seconds, float(high), bool(in_range))
+
+
+def _min_valid(patches: pa.Table, meta: PatchMeta) -> float:
+    """The valid share a view needs to be searched (`min_valid_share` of the query's patches)."""
+    if patches.num_rows == 0:
+        return MIN_VALID_FRACTION
+    plan = PatchPlan(patches["width"][0].as_py(), patches["height"][0].as_py(), 1, 1)
+    return min_valid_share(meta.width, meta.height, plan)
 
 
 def voted_heading(hits: pa.Table, rows: np.ndarray, headings: int) -> pa.Table:

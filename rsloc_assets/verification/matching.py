@@ -210,10 +210,11 @@ def match_patch(
     params: VerifyParams | None = None,
     mosaic_features: Features | None = None,
     encoder: Encoder | None = None,
+    patch_valid: np.ndarray | None = None,
 ) -> PatchMatch:
     """Verify `patch_rgb` against `mosaic_rgb` (same ground, any pixel sizes): MAC-filtered SIFT
     correspondences at the working size, a checked homography, and the embedding re-check when
-    `encoder` is given.
+    `encoder` is given, over the patch's `patch_valid` pixels (default: all).
 
     `mosaic_features` are the mosaic's at `working_size` (as `FeatureCache` keeps them); features
     of another size cannot be used and are extracted again."""
@@ -281,7 +282,9 @@ def match_patch(
     if result.inliers < p.min_inliers:
         return result.reject(Reason.TOO_FEW_INLIERS)
     if encoder is not None:
-        result.similarity = overlap_similarity(patch_rgb, mosaic_rgb, result.homography, encoder)
+        result.similarity = overlap_similarity(
+            patch_rgb, mosaic_rgb, result.homography, encoder, patch_valid
+        )
         if result.similarity < p.min_similarity:
             return result.reject(Reason.LOW_SIMILARITY)
     return result.accept()
@@ -317,15 +320,22 @@ def homography_check(h: np.ndarray, size: tuple[int, int], params: VerifyParams)
 
 
 def overlap_similarity(
-    patch_rgb: np.ndarray, mosaic_rgb: np.ndarray, homography: np.ndarray, encoder: Encoder
+    patch_rgb: np.ndarray,
+    mosaic_rgb: np.ndarray,
+    homography: np.ndarray,
+    encoder: Encoder,
+    patch_valid: np.ndarray | None = None,
 ) -> float:
     """Cosine of the embeddings of the patch warped into the mosaic and the mosaic, both masked
-    to the warped patch's footprint and cropped to its bounding box."""
+    to the warped footprint of the patch's valid pixels (default: all) and cropped to its
+    bounding box."""
     mh, mw = mosaic_rgb.shape[:2]
     shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
     h_idx = np.linalg.inv(shift) @ homography @ shift  # pixel-index convention for OpenCV
     warped = cv2.warpPerspective(patch_rgb, h_idx, (mw, mh), flags=cv2.INTER_LINEAR)
-    ones = np.full(patch_rgb.shape[:2], 255, np.uint8)
+    if patch_valid is None:
+        patch_valid = np.ones(patch_rgb.shape[:2], bool)
+    ones = patch_valid.astype(np.uint8) * 255
     valid = cv2.warpPerspective(ones, h_idx, (mw, mh), flags=cv2.INTER_NEAREST)
     valid = cv2.erode(valid, np.ones((3, 3), np.uint8)) > 0
     if not valid.any():

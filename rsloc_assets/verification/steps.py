@@ -17,7 +17,7 @@ from rsloc_assets.grids import TileKey
 from rsloc_assets.layout import Layout
 from rsloc_assets.records import MATCH_SCHEMA, Hypothesis, Localization, Method, Verification
 from rsloc_assets.retrieval.encoders import Encoder
-from rsloc_assets.retrieval.patches import read_query
+from rsloc_assets.retrieval.patches import read_query, window_of
 from rsloc_assets.verification.features import FeatureCache
 from rsloc_assets.verification.footprint import (
     Footprint,
@@ -116,14 +116,17 @@ def verify_query(
     tried: list[_Tried] = []
     if ranked and not meta.reason:
         query = read_query(layout.query_file(name), meta.gallery.ref_lat)
-        manifest, _ = layout.read_manifest(["key", "time"])
+        manifest = layout.read_manifest(["key", "time"])
         in_gallery = set(manifest["key"].to_pylist())
         windows = patches.select(["x0", "y0", "width", "height"]).to_pylist()
         # All patches of a query share one size (`plan_patches`), hence one working size.
         patch_size = (windows[0]["width"], windows[0]["height"]) if windows else None
         cache = FeatureCache(layout.features, params)
         stop_at = min(math.ceil(STOP_SHARE * patches.num_rows), ENOUGH_ACCEPTED)
-        for h in ranked[:hypotheses]:
+        # A one-patch query's hypotheses are its best tiles, one match each: all are tried, and
+        # its one accepted patch is its footprint.
+        single = patches.num_rows == 1
+        for h in ranked if single else ranked[:hypotheses]:
             plan = verification_plan(table, h.rank)
             keys = {t["key"] for tiles in plan.values() for t in tiles} & in_gallery
             with Gallery.open(layout.gallery) as gallery:
@@ -131,14 +134,15 @@ def verify_query(
 
             def verify(patch: int, h: Hypothesis = h, plan: dict = plan, mosaics: dict = mosaics):
                 w = windows[patch]
-                crop = query.rgb[w["y0"] : w["y0"] + w["height"], w["x0"] : w["x0"] + w["width"]]
+                box = (w["x0"], w["y0"], w["width"], w["height"])
+                crop, crop_valid = window_of(query.rgb, *box), window_of(query.valid, *box)
                 rows = []
                 for tile in plan[patch]:
                     if tile["key"] not in mosaics:
                         continue
                     mosaic, feats = mosaics[tile["key"]]
                     t0 = time.perf_counter()
-                    m = match_patch(crop, mosaic, params, feats, encoder)
+                    m = match_patch(crop, mosaic, params, feats, encoder, crop_valid)
                     rows.append(_match_row(h.rank, patch, tile, m, time.perf_counter() - t0))
                     if m.accepted:
                         grid = meta.gallery.grid
@@ -160,7 +164,8 @@ def verify_query(
                         not points and tried_patches >= GIVE_UP_AFTER
                     ):
                         break
-            fp = fit_footprint(points, query.width, query.height)
+            least = min(2, patches.num_rows)
+            fp = fit_footprint(points, query.width, query.height, min_patches=least)
             tried.append(_Tried(h, rows, points, fp))
             if fp is not None and fp.patches_agreeing >= stop_at:
                 break
