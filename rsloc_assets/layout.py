@@ -7,10 +7,14 @@ sees half a file and re-running a step replaces its outputs whole.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
+import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +34,28 @@ from rsloc_assets.records import (
 
 QUERY_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png")
 _META = b"rsloc"  # schema-metadata key of rsloc's records inside Parquet files
+# A query's name is its partition key and names its files: a letter or digit, then letters,
+# digits, "_", "-" or "."; never "..", so no name is a path or a glob.
+_QUERY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+log = logging.getLogger(__name__)
+
+
+def check_query_name(name: str) -> str:
+    """`name` when it can name a query's partition and files safely; a one-line error otherwise."""
+    if not _QUERY_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(
+            f"query name {name!r} cannot name files safely: use up to 128 letters, digits, '_', "
+            "'-' and '.', starting with a letter or digit, without '..'"
+        )
+    return name
+
+
+def inside(root: Path, path: Path) -> Path:
+    """`path` when it resolves inside `root` (links followed); a one-line error otherwise."""
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"{path} resolves outside {root}: refusing to use it")
+    return path
 
 
 def write_atomic(path: Path, write: Callable[[str], object]) -> None:
@@ -62,10 +88,17 @@ def table_meta(table: pa.Table) -> dict:
     return json.loads(table.schema.metadata[_META])
 
 
+def _needed(path: Path, asset: str) -> Path:
+    """`path`, or a one-line error naming the asset that writes it when it is missing."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: materialize {asset} for this query first")
+    return path
+
+
 def _read_patch_table(path: Path, asset: str) -> pa.Table:
     """A per-patch table; a one-line error for one written before its patch-id column was named
     `patch` (it was `query`) or before candidates had a heading."""
-    table = pq.read_table(path)
+    table = pq.read_table(_needed(path, asset))
     for column in ("patch", "heading_deg"):
         if column not in table.column_names:
             raise ValueError(f"{path} predates its `{column}` column: rematerialize {asset}")
@@ -118,11 +151,12 @@ class QueryWork:
 
     def patch_meta(self) -> PatchMeta:
         """The query-level record of the patch table, read without reading its rows."""
-        return PatchMeta.from_dict(json.loads(pq.read_schema(self.patches_path).metadata[_META]))
+        schema = pq.read_schema(_needed(self.patches_path, "query_patches"))
+        return PatchMeta.from_dict(json.loads(schema.metadata[_META]))
 
     def patches(self) -> tuple[pa.Table, PatchMeta]:
         """The patch table (with embeddings) and the query-level record."""
-        table = pq.read_table(self.patches_path)
+        table = pq.read_table(_needed(self.patches_path, "query_patches"))
         return table, PatchMeta.from_dict(table_meta(table))
 
     def write_candidates(self, table: pa.Table, seconds: float) -> None:
@@ -147,9 +181,7 @@ class QueryWork:
 
     def hypotheses(self) -> tuple[pa.Table, list[Hypothesis]]:
         """The per-patch tiles of every hypothesis (`HYPOTHESIS_SCHEMA`) and the ranked list."""
-        if not self.hypotheses_path.exists():
-            raise ValueError(f"{self.hypotheses_path} is missing: rematerialize cliques")
-        table = pq.read_table(self.hypotheses_path)
+        table = pq.read_table(_needed(self.hypotheses_path, "cliques"))
         return table, [Hypothesis.from_dict(d) for d in table_meta(table)["hypotheses"]]
 
     def write_localization(self, estimate: Localization, retrieval: Localization) -> None:
@@ -158,7 +190,7 @@ class QueryWork:
 
     def localization(self, stage: Stage = Stage.CLIQUES) -> Localization:
         """The stage-2 estimate (`Stage.CLIQUES`) or the retrieval-only one (`Stage.RETRIEVAL`)."""
-        record = json.loads(self.localization_path.read_text())
+        record = json.loads(_needed(self.localization_path, "localization").read_text())
         return Localization.from_dict(
             record["retrieval" if stage == Stage.RETRIEVAL else "estimate"]
         )
@@ -182,7 +214,7 @@ class QueryWork:
 
     def matches(self) -> pa.Table:
         """One row per patch/candidate pair verification tried (`MATCH_SCHEMA`)."""
-        return pq.read_table(self.matches_path)
+        return pq.read_table(_needed(self.matches_path, "verified_localization"))
 
 
 @dataclass(frozen=True)
@@ -291,6 +323,19 @@ class Layout:
                 return info
         raise ValueError(f"{self.manifest} holds no tiles at zoom {zoom}")
 
+    @contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold the data folder's exclusive lock `name` (`flock` on `work/locks/<name>.lock`),
+        waiting while another process holds it; the system releases it if the holder dies."""
+        path = self.work / "locks" / f"{name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def corrupt_tiles(self) -> dict[str, str]:
         """Tiles known corrupt at a time (key → time), so a refresh skips them until they change."""
         if not self.embedding_state.exists():
@@ -302,23 +347,35 @@ class Layout:
         write_json(self.embedding_state, {"corrupt": corrupt})
 
     def query(self, name: str) -> QueryWork:
-        """The work folder and artefacts of the query named `name`."""
-        return QueryWork(name, self.work / "queries" / name)
+        """The work folder and artefacts of the query named `name` (a checked name)."""
+        folders = self.work / "queries"
+        return QueryWork(name, inside(folders, folders / check_query_name(name)))
 
     def query_file(self, name: str) -> Path:
-        """The image in `queries/` whose stem is `name`; a one-line error if none or several."""
-        found = [p for p in self.queries.glob(f"{name}.*") if p.suffix.lower() in QUERY_SUFFIXES]
+        """The image in `queries/` named exactly `name` plus an image suffix; a one-line error if
+        none or several (`q000.tif` and `q000.png`), or if it links outside `queries/`."""
+        check_query_name(name)
+        found = [p for p in self._query_files() if p.stem == name]
         if len(found) != 1:
             what = "no image" if not found else f"{len(found)} images"
             raise FileNotFoundError(f"{what} named {name!r} in {self.queries}")
-        return found[0]
+        return inside(self.queries, found[0])
 
-    def query_names(self) -> list[str]:
-        """Stems of the query images present, sorted; empty when the folder is empty or absent."""
+    def _query_files(self) -> list[Path]:
         if not self.queries.is_dir():
             return []
-        files = (p for p in self.queries.iterdir() if p.suffix.lower() in QUERY_SUFFIXES)
-        return sorted({p.stem for p in files})
+        return [p for p in self.queries.iterdir() if p.suffix.lower() in QUERY_SUFFIXES]
+
+    def query_names(self) -> list[str]:
+        """Names of the query images present, sorted; an image whose name cannot name a partition
+        safely is logged and left out. Empty when the folder is empty or absent."""
+        names = set()
+        for path in self._query_files():
+            try:
+                names.add(check_query_name(path.stem))
+            except ValueError as err:
+                log.warning("%s left out: %s", path.name, err)
+        return sorted(names)
 
     def query_stamps(self) -> dict[str, int]:
         """Each query image's partition name and modification time (ns)."""

@@ -161,6 +161,8 @@ def test_bad_edges_are_rejected():
         maximal_cliques(3, np.array([[0, 3]]))
     with pytest.raises(ValueError, match="shape"):
         maximal_cliques(3, np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match="integers"):
+        maximal_cliques(3, np.array([[0.0, 1.7]]))
     assert maximal_cliques(0, np.empty((0, 2), dtype=np.int32)) == []
 
 

@@ -116,6 +116,23 @@ def test_mosaic_layout_places_each_neighbour(tmp_path):
     assert (stats.mosaics, stats.decoded, stats.missing_neighbours, stats.corrupt) == (1, 9, 0, [])
 
 
+def test_a_repeated_tile_row_is_counted_and_the_last_written_is_used(tmp_path):
+    path = tmp_path / "g.sqlite"
+    make_block(path, range(COL0, COL0 + 3), range(ROW0, ROW0 + 3))
+    centre = TileRef(Z, COL0 + 1, ROW0 + 1, "0")
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO ge_tiles VALUES (?, ?, ?, ?, ?)",
+            (Z, centre.col, centre.row, "0", jpeg((250, 10, 10))),
+        )
+    conn.close()
+    with Gallery.open(path) as g:
+        assert g.duplicates(Z) == 1 and len(g.tiles(Z)) == 9
+        assert decoded(g.blob(centre)).mean(axis=(0, 1))[0] > 240
+        [(_, mosaic)] = list(g.mosaics([centre]))
+        assert cell(mosaic, 0, 0).mean(axis=(0, 1))[0] > 240
+
+
 def test_missing_neighbours_are_black_and_counted(tmp_path):
     path = tmp_path / "g.sqlite"
     make_block(path, range(COL0, COL0 + 2), range(ROW0, ROW0 + 2))

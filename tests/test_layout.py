@@ -115,3 +115,46 @@ def test_query_files_and_stamps(tmp_path: Path):
     assert set(layout.query_stamps()) == {"a", "b"}
     with pytest.raises(FileNotFoundError, match="no image named 'c'"):
         layout.query_file("c")
+
+
+@pytest.mark.parametrize(
+    "name", ["../q000", "..", "a/../../b", "q*", "q?", "q[0]", ".hidden", "", "a b", "x" * 200]
+)
+def test_a_name_that_is_a_path_or_a_glob_names_nothing(tmp_path: Path, name: str):
+    layout = Layout(tmp_path)
+    with pytest.raises(ValueError, match="cannot name files safely"):
+        layout.query(name)
+    with pytest.raises(ValueError, match="cannot name files safely"):
+        layout.query_file(name)
+
+
+def test_a_query_image_is_found_by_its_exact_name(tmp_path: Path):
+    layout = Layout(tmp_path)
+    layout.queries.mkdir(parents=True)
+    for file in ("q000.tif", "q000.backup.tif", "q000.json", "...tif", "a b.tif"):
+        (layout.queries / file).write_bytes(b"")
+    assert layout.query_file("q000").name == "q000.tif"
+    assert layout.query_file("q000.backup").name == "q000.backup.tif"
+    assert layout.query_names() == ["q000", "q000.backup"]  # "..." and "a b" left out
+    outside = tmp_path / "secret.tif"
+    outside.write_bytes(b"")
+    (layout.queries / "link.tif").symlink_to(outside)
+    with pytest.raises(ValueError, match="resolves outside"):
+        layout.query_file("link")
+    (layout.queries / "q000.png").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="2 images named 'q000'"):
+        layout.query_file("q000")
+
+
+def test_a_missing_upstream_file_names_the_asset_to_materialize(tmp_path: Path):
+    work = Layout(tmp_path).query("q001")
+    for read, asset in [
+        (work.patches, "query_patches"),
+        (work.patch_meta, "query_patches"),
+        (work.candidates, "candidates"),
+        (work.hypotheses, "cliques"),
+        (work.localization, "localization"),
+        (work.matches, "verified_localization"),
+    ]:
+        with pytest.raises(FileNotFoundError, match=f"materialize {asset} for this query first"):
+            read()

@@ -2,6 +2,8 @@
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -88,7 +90,7 @@ def test_patch_grid_covers_image_with_true_centres(tmp_path):
 
 
 def test_nodata_patches_are_dropped(tmp_path):
-    rgb = np.full((300, 300, 3), 120, np.uint8)
+    rgb = np.random.default_rng(0).integers(1, 255, (300, 300, 3), dtype=np.uint8)
     rgb[:, 150:] = 0
     path = write_tif(tmp_path / "q.tif", rgb, 32631, (500000, 4.0, 0, 5300000, 0, -4.0), 0)
     q = read_query(path, ref_lat=47.0)
@@ -156,3 +158,85 @@ def test_a_diagonal_heading_undoes_the_query_turn():
 
     assert error(right) < 1.0 and error(wrong) > 5 * error(right)  # measured 0.5 and 7.9
     assert 0.9 < valid[0] < 1.0  # a corner of the turned window lies off the image
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "message"),
+    [
+        ("[1, 2]", "needs"),
+        ("not json", "not JSON"),
+        ("true", "needs"),
+        ('{"gsd_m": true}', "needs"),
+        ('{"gsd_m": "2"}', "needs"),
+        ('{"gsd_m": 1e-320}', "outside"),
+        ('{"gsd_m": 1e6}', "outside"),
+        ('{"gsd_m": 1e400}', "outside"),
+        ('{"gsd_m": ' + "9" * 400 + "}", "outside"),
+    ],
+)
+def test_a_bad_sidecar_is_a_one_line_error_naming_it(tmp_path, sidecar, message):
+    path = write_tif(tmp_path / "plain.tif", np.zeros((64, 64, 3), np.uint8))
+    (tmp_path / "plain.json").write_text(sidecar)
+    with pytest.raises(ValueError, match=message) as err:
+        read_query(path, ref_lat=47.0)
+    assert "plain.json" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_truncated_tiff_is_a_one_line_error(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (512, 512, 3), dtype=np.uint8)
+    path = write_tif(tmp_path / "cut.tif", rgb, 32631, (500000, 4.0, 0, 5300000, 0, -4.0))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cut\.tif") as err:
+        read_query(path, ref_lat=47.0)
+    assert "\n" not in str(err.value)
+
+
+def test_absurd_patch_plans_are_refused():
+    with pytest.raises(ValueError, match="too coarse"):
+        plan_patches((800.0, 1200.0), (500.0, 500.0))
+    huge = _image(np.random.default_rng(0).integers(0, 255, (4000, 4000, 3), np.uint8))
+    with pytest.raises(ValueError, match="patches"):
+        cut_patches(huge, plan_patches((40.0, 40.0), huge.gsd_m))
+
+
+@pytest.mark.parametrize("value", [0, 128])
+def test_an_image_without_content_has_no_patches(value):
+    flat = _image(np.full((900, 900, 3), value, np.uint8))
+    with pytest.raises(ValueError, match="no content"):
+        cut_patches(flat, plan_patches((200.0, 200.0), flat.gsd_m))
+
+
+READ_PEAK = """
+import resource, sys
+from rsloc_assets.retrieval.patches import read_query
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+query = read_query(sys.argv[1], 47.0)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def test_reading_a_query_holds_about_four_bytes_a_pixel(tmp_path):
+    """RGB uint8 and a mask, read in blocks of rows (it was 55 bytes a pixel, through float64)."""
+    n = 4000
+    rgb = np.random.default_rng(0).integers(0, 255, (n, n, 3), dtype=np.uint8)
+    path = write_tif(tmp_path / "big.tif", rgb, 32631, (500000, 1.0, 0, 5300000, 0, -1.0))
+    del rgb
+    run = subprocess.run(
+        [sys.executable, "-c", READ_PEAK, str(path)], capture_output=True, text=True, check=True
+    )
+    grown = int(run.stdout.split()[-1])
+    assert grown < 6 * n * n, grown / (n * n)
+
+
+def test_a_query_too_large_to_hold_is_refused_before_reading(tmp_path):
+    path = tmp_path / "huge.tif"
+    size = (30_000, 20_000, 3, gdal.GDT_Byte, ["SPARSE_OK=TRUE", "TILED=YES"])
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), *size)
+    ds.SetGeoTransform((500000, 1.0, 0, 5300000, 0, -1.0))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32631)
+    ds.SetProjection(srs.ExportToWkt())
+    ds = None
+    with pytest.raises(ValueError, match="split it into tiles"):
+        read_query(path, ref_lat=47.0)

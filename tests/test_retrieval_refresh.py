@@ -31,6 +31,14 @@ def test_plan_embeds_changed_tiles_with_their_neighbours_and_drops_gone_ones():
     )
 
 
+def test_a_deleted_tile_re_embeds_the_neighbours_whose_mosaics_held_it():
+    manifest = manifest_of([(c, r, "2023") for c in range(5) for r in range(5) if (c, r) != (4, 4)])
+    stored = {f"15/{c}/{r}": "2023" for c in range(5) for r in range(5)}
+    plan = plan_refresh(manifest, stored)
+    assert plan.changed == 0 and plan.delete == ["15/4/4"]
+    assert sorted(r.key for r in plan.embed) == ["15/3/3", "15/3/4", "15/4/3"]
+
+
 def test_tiles_gone_from_the_gallery_are_reported_not_embedded(small_demo, effnet, tmp_path):
     with Gallery.open(Layout(small_demo).gallery) as gallery:
         manifest = gallery_manifest(gallery, 15)

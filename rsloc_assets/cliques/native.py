@@ -209,6 +209,8 @@ def maximal_cliques(
         arr = np.empty((0, 2), dtype=np.int32)
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise CliqueInputError(Status.INVALID, f"edges must have shape (m, 2), got {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise CliqueInputError(Status.INVALID, f"edge endpoints must be integers, got {arr.dtype}")
     if arr.size and (arr.min() < 0 or arr.max() >= n_nodes):
         raise CliqueInputError(Status.INVALID, f"edge endpoints must lie in [0, {n_nodes})")
     flat = np.ascontiguousarray(arr, dtype=np.int32).reshape(-1)

@@ -20,11 +20,18 @@ def gallery_tiles(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
     manifest, extent = result.manifest, result.extent
     zooms = [info.zoom for info in result.levels]
     context.log.info("%d tiles at zoom %s from %s", manifest.num_rows, zooms, layout.gallery)
+    if result.duplicates:
+        context.log.warning(
+            "%d gallery rows repeat a tile and time: the last written of each is used",
+            result.duplicates,
+        )
     return dg.MaterializeResult(
         metadata={
             "tiles": manifest.num_rows,
             "tiles_per_level": str({info.zoom: info.tiles for info in result.levels}),
             "levels": str(result.gallery_levels),
+            "duplicate_rows": result.duplicates,
+            "data_dir": dg.MetadataValue.path(str(layout.root)),
             "times": str(result.times[-10:]),
             "extent_lonlat": str([extent.west, extent.south, extent.east, extent.north]),
             "gallery": dg.MetadataValue.path(str(layout.gallery)),
@@ -86,7 +93,15 @@ def descriptor_model(
 @dg.asset(
     group_name=GALLERY,
     deps=[gallery_tiles, descriptor_model],
-    check_specs=[dg.AssetCheckSpec("embeddings_valid", asset="tile_embeddings")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "embeddings_valid",
+            asset="tile_embeddings",
+            blocking=True,
+            description="One row per decodable tile, unit-norm vectors of the encoder's size; "
+            "blocks the query steps when it fails",
+        )
+    ],
 )
 def tile_embeddings(
     context: dg.AssetExecutionContext, rsloc: RslocResource
@@ -114,6 +129,7 @@ def tile_embeddings(
             "deleted": sum(len(r.refresh.plan.delete) for r in results),
             "corrupt_skipped": sum(len(report.corrupt) for report in reports),
             "corrupt_known": sum(len(r.refresh.corrupt) for r in results),
+            "duplicates_repaired": sum(len(r.refresh.duplicates) for r in results),
             "missing_neighbours": sum(report.missing_neighbours for report in reports),
             "missing_tiles": sum(len(report.missing_tiles) for report in reports),
             "jpeg_decodes": sum(report.decoded for report in reports),
@@ -129,6 +145,7 @@ def tile_embeddings(
                 metadata={
                     "rows": sum(r.check.rows for r in results),
                     "expected": sum(r.check.expected for r in results),
+                    "duplicates": sum(r.check.duplicates for r in results),
                     "unit_norm": all(r.check.unit_norm for r in results),
                     "dimension": results[0].check.dimension,
                 },

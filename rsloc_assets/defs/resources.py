@@ -14,6 +14,8 @@ from rsloc_assets.retrieval.encoders import Encoder, load_encoder
 from rsloc_assets.retrieval.models import described_encoder
 from rsloc_assets.retrieval.store import TileStore, table_name
 
+DATA_DIR_ENV = "RSLOC_DATA_DIR"
+
 
 @lru_cache(maxsize=2)
 def _cached_encoder(
@@ -25,7 +27,9 @@ def _cached_encoder(
 class RslocResource(dg.ConfigurableResource):
     """Data folder, gallery, vector store and stage parameters (defaults follow the RSLoc paper)."""
 
-    data_dir: str = "data"
+    # Empty: `RSLOC_DATA_DIR`, else ./data; read when a run starts, so run config that leaves it
+    # out (it rebuilds the resource from config alone) still finds the deployment's folder.
+    data_dir: str = ""
     gallery: str = ""
     lancedb_uri: str = ""
     zoom: int | None = None  # one working level; None: every level the gallery holds
@@ -60,9 +64,16 @@ class RslocResource(dg.ConfigurableResource):
     index_min_rows: int = 100_000
     index_kind: str = "ivf_flat"
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        context.log.info("rsloc data folder: %s", self.data_root())
+
+    def data_root(self) -> Path:
+        """The data folder, absolute: `data_dir`, else `RSLOC_DATA_DIR`, else ./data."""
+        return Path(self.data_dir or os.environ.get(DATA_DIR_ENV) or "data").resolve()
+
     def layout(self) -> Layout:
         return Layout(
-            Path(self.data_dir),
+            self.data_root(),
             Path(self.gallery) if self.gallery else None,
             self.lancedb_uri or None,
         )
@@ -105,5 +116,5 @@ class RslocResource(dg.ConfigurableResource):
 
 
 def default_resource() -> RslocResource:
-    """The resource for `dagster dev` and the CLI: `RSLOC_DATA_DIR` overrides the data folder."""
-    return RslocResource(data_dir=os.environ.get("RSLOC_DATA_DIR", "data"))
+    """The resource for `dagster dev` and the CLI: the data folder from `RSLOC_DATA_DIR`."""
+    return RslocResource()

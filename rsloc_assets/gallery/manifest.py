@@ -77,6 +77,7 @@ class ManifestResult:
     gallery_levels: list[int]
     times: list[str]
     extent: Bounds
+    duplicates: int  # rows repeating a tile and time at the working levels (the last is used)
 
 
 def write_manifest(layout: Layout, zoom: int | None, time_: str | None) -> ManifestResult:
@@ -88,8 +89,14 @@ def write_manifest(layout: Layout, zoom: int | None, time_: str | None) -> Manif
         manifest = pa.concat_tables(parts)
         infos = [gallery_info(gallery, part) for part in parts]
         finest = max(info.zoom for info in infos)
+        duplicates = sum(gallery.duplicates(info.zoom) for info in infos)
         result = ManifestResult(
-            manifest, infos, gallery.levels(), gallery.times(finest), gallery.extent(finest)
+            manifest,
+            infos,
+            gallery.levels(),
+            gallery.times(finest),
+            gallery.extent(finest),
+            duplicates,
         )
     layout.write_manifest(manifest, infos)
     return result

@@ -68,6 +68,7 @@ class _Queries:
     times: str
     positions: str
     count: str
+    duplicates: str
     extent: str
     blob: str
     block: str
@@ -78,12 +79,16 @@ _GE_SQL = _Queries(
     times="SELECT DISTINCT time_ FROM ge_tiles WHERE zoom_level = ?",
     positions="SELECT tile_column, tile_row, time_ FROM ge_tiles WHERE zoom_level = ?",
     count="SELECT COUNT(*) FROM ge_tiles WHERE zoom_level = ?",
+    duplicates="SELECT COUNT(*) - COUNT(DISTINCT tile_column || '/' || tile_row || '/' || time_)"
+    " FROM ge_tiles WHERE zoom_level = ?",
     extent="SELECT MIN(tile_column), MAX(tile_column), MIN(tile_row), MAX(tile_row)"
     " FROM ge_tiles WHERE zoom_level = ?",
+    # Of rows repeating one tile and time, the last written (highest rowid) is the tile.
     blob="SELECT time_, tile_data FROM ge_tiles"
-    " WHERE zoom_level = ? AND tile_column = ? AND tile_row = ?",
+    " WHERE zoom_level = ? AND tile_column = ? AND tile_row = ? ORDER BY rowid DESC",
     block="SELECT tile_column, tile_row, time_, tile_data FROM ge_tiles"
-    " WHERE zoom_level = ? AND tile_row BETWEEN ? AND ? AND tile_column BETWEEN ? AND ?",
+    " WHERE zoom_level = ? AND tile_row BETWEEN ? AND ? AND tile_column BETWEEN ? AND ?"
+    " ORDER BY rowid",
 )
 
 _MBTILES_SQL = _Queries(
@@ -91,6 +96,8 @@ _MBTILES_SQL = _Queries(
     times="SELECT DISTINCT '' FROM tiles WHERE zoom_level = ?",
     positions="SELECT tile_column, tile_row, '' FROM tiles WHERE zoom_level = ?",
     count="SELECT COUNT(*) FROM tiles WHERE zoom_level = ?",
+    duplicates="SELECT COUNT(*) - COUNT(DISTINCT tile_column || '/' || tile_row)"
+    " FROM tiles WHERE zoom_level = ?",
     extent="SELECT MIN(tile_column), MAX(tile_column), MIN(tile_row), MAX(tile_row)"
     " FROM tiles WHERE zoom_level = ?",
     blob="SELECT '', tile_data FROM tiles"
@@ -196,6 +203,11 @@ class Gallery:
     def count(self, z: int) -> int:
         """Stored tiles at level `z`, every time included."""
         return int(self._conn.execute(self._sql.count, (z,)).fetchone()[0])
+
+    def duplicates(self, z: int) -> int:
+        """Rows at level `z` repeating a tile (and time) an earlier row holds: the last written of
+        them is used in a `ge_tiles` gallery (MBTiles forbids them)."""
+        return int(self._conn.execute(self._sql.duplicates, (z,)).fetchone()[0])
 
     def _versions(self, z: int) -> dict[tuple[int, int], list[str]]:
         versions: dict[tuple[int, int], list[str]] = {}

@@ -24,6 +24,20 @@ gdal.UseExceptions()
 log = logging.getLogger(__name__)
 
 MIN_VALID_FRACTION = 0.5
+# Ground resolutions a query may have, m/px: from drone imagery to coarser than any gallery level
+# rsloc can cut a patch for (a z10 tile is ≈ 150 m/px); outside it is surely a wrong sidecar or
+# georeference, and is refused before any pixel is read.
+GSD_RANGE_M = (0.01, 1000.0)
+# Smallest patch side worth embedding (the encoder sees 260 px), and most patches one query may
+# be cut into: a 20,000² px query at its level's resolution is ≈ 6,100 patches.
+MIN_PATCH_PX, MAX_PATCHES = 16, 20_000
+# Valid pixels varying less than this (grey levels, standard deviation) hold nothing to find: an
+# all-black or flat image; a JPEG of one colour varies by < 1.
+MIN_CONTENT_STD = 2.0
+# Queries are held as RGB uint8 plus a validity mask, 4 bytes a pixel: up to 20,000² px (1.6 GB);
+# larger ones are refused before any pixel is read. They are read this many rows at a time, and
+# non-byte imagery's stretch is taken from a read at most this many pixels a side.
+MAX_QUERY_PX, READ_ROWS, STRETCH_SAMPLE_PX = 20_000 * 20_000, 512, 2048
 # A query smaller than a patch is one patch padded to a mosaic's ground; below one gallery tile
 # of ground (1/9 of a mosaic) the padding would be most of what the encoder sees.
 MIN_COVER = 1 / 9
@@ -59,14 +73,30 @@ class PatchPlan:
 
 
 def sidecar_gsd(path: Path) -> float | None:
-    """Ground resolution in m/px from `<image>.json` (`{"gsd_m": 0.5}`), when the sidecar exists."""
+    """Ground resolution in m/px from `<image>.json` (`{"gsd_m": 0.5}`), when the sidecar exists;
+    a one-line error naming the sidecar for anything else in it."""
     sidecar = path.with_suffix(".json")
     if not sidecar.exists():
         return None
-    gsd = json.loads(sidecar.read_text()).get("gsd_m")
-    if not isinstance(gsd, int | float) or not math.isfinite(gsd) or gsd <= 0:
-        raise ValueError(f"{sidecar}: 'gsd_m' must be a positive number of metres per pixel")
-    return float(gsd)
+    try:
+        record = json.loads(sidecar.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f'{sidecar}: not JSON ({err}); write {{"gsd_m": <m/px>}}') from None
+    gsd = record.get("gsd_m") if isinstance(record, dict) else None
+    if isinstance(gsd, bool) or not isinstance(gsd, int | float):
+        raise ValueError(f'{sidecar}: needs {{"gsd_m": <metres per pixel>}}, got {record!r:.80}')
+    return check_gsd(float(gsd) if abs(gsd) < 1e300 else math.inf, f"{sidecar} (gsd_m)")
+
+
+def check_gsd(gsd_m: float, source: str) -> float:
+    """`gsd_m` when it is a ground resolution rsloc can work at (`GSD_RANGE_M`), else a one-line
+    error naming where it came from."""
+    low, high = GSD_RANGE_M
+    if not (math.isfinite(gsd_m) and low <= gsd_m <= high):
+        raise ValueError(
+            f"{source}: ground resolution {gsd_m:g} m/px is outside {low:g}–{high:g} m/px"
+        )
+    return gsd_m
 
 
 def raster_gsd(ds: gdal.Dataset, ref_lat: float) -> tuple[float, float] | None:
@@ -105,11 +135,24 @@ def read_query(path: str | Path, ref_lat: float) -> QueryImage:
             f"{path}: no georeference to give its ground resolution; add {path.stem}.json "
             'with {"gsd_m": <metres per pixel>}'
         )
-    rgb, valid = _read_rgb(ds)
+    gsd_xy = tuple(check_gsd(g, f"{path} (its georeference)") for g in gsd_xy)
+    if ds.RasterXSize * ds.RasterYSize > MAX_QUERY_PX:
+        raise ValueError(
+            f"{path}: {ds.RasterXSize}×{ds.RasterYSize} px is more than a query may hold "
+            f"({MAX_QUERY_PX / 1e6:.0f} Mpx): split it into tiles and localize each"
+        )
+    try:
+        rgb, valid = _read_rgb(ds)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        why = f"cannot read its pixels ({first}); is the file complete?"
+        raise ValueError(f"{path}: {why}") from None
     return QueryImage(path.stem, path, rgb, valid, gsd_xy)
 
 
 def _read_rgb(ds: gdal.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The image as RGB uint8 and its validity, read `READ_ROWS` rows at a time in the bands'
+    own type, so that reading needs little beyond the 4 bytes per pixel of what it returns."""
     bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
     alpha = [b for b in bands if b.GetColorInterpretation() == gdal.GCI_AlphaBand]
     colour = [b for b in bands if b not in alpha][:3]
@@ -117,26 +160,58 @@ def _read_rgb(ds: gdal.Dataset) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{ds.GetDescription()}: no colour band")
     while len(colour) < 3:
         colour.append(colour[0])
-    data = np.stack([b.ReadAsArray() for b in colour], axis=-1).astype(np.float64)
-    valid = np.isfinite(data).all(axis=-1)
-    for i, band in enumerate(colour):
+    width, height = ds.RasterXSize, ds.RasterYSize
+    stretch = None if colour[0].DataType == gdal.GDT_Byte else _stretch_range(ds, colour, alpha)
+    rgb = np.zeros((height, width, 3), np.uint8)
+    valid = np.ones((height, width), bool)
+    for y0 in range(0, height, READ_ROWS):
+        rows = min(READ_ROWS, height - y0)
+        block = [b.ReadAsArray(0, y0, width, rows) for b in colour]
+        opacity = alpha[0].ReadAsArray(0, y0, width, rows) if alpha else None
+        for band in {*colour, *alpha}:
+            band.FlushCache()  # drop GDAL's cached blocks: they would double what is held
+        ok = _block_valid(block, colour, opacity)
+        valid[y0 : y0 + rows] = ok
+        for i, data in enumerate(block):
+            if stretch is not None:
+                lo, hi = stretch
+                data = (data.astype(np.float32) - lo) * np.float32(255.0 / max(hi - lo, 1e-9))
+            band = np.clip(data, 0, 255)
+            band[~ok] = 0
+            rgb[y0 : y0 + rows, :, i] = band
+    return rgb, valid
+
+
+def _block_valid(
+    block: list[np.ndarray], colour: list[gdal.Band], alpha: np.ndarray | None
+) -> np.ndarray:
+    """Pixels of a block of rows that are finite, not any band's nodata, and not transparent."""
+    ok = np.ones(block[0].shape, bool)
+    for data, band in zip(block, colour, strict=True):
+        if np.issubdtype(data.dtype, np.floating):
+            ok &= np.isfinite(data)
         nodata = band.GetNoDataValue()
         if nodata is not None:
-            valid &= data[..., i] != nodata
-    if alpha:
-        valid &= alpha[0].ReadAsArray() > 0
-    data[~valid] = 0
-    if colour[0].DataType != gdal.GDT_Byte:
-        data = _stretch_to_byte(data, valid)
-    return np.clip(data, 0, 255).astype(np.uint8), valid
+            ok &= data != nodata
+    if alpha is not None:
+        ok &= alpha > 0
+    return ok
 
 
-def _stretch_to_byte(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Linear 2–98 % stretch of non-byte imagery to 0–255."""
-    if not valid.any():
-        return np.zeros_like(data)
-    lo, hi = np.percentile(data[valid], [2, 98])
-    return (data - lo) * (255.0 / max(hi - lo, 1e-9))
+def _stretch_range(
+    ds: gdal.Dataset, colour: list[gdal.Band], alpha: list[gdal.Band]
+) -> tuple[float, float]:
+    """The 2–98 % range of non-byte imagery's valid values, from a read of at most
+    `STRETCH_SAMPLE_PX` per side (GDAL decimates), to stretch it linearly to 0–255."""
+    scale = max(1.0, max(ds.RasterXSize, ds.RasterYSize) / STRETCH_SAMPLE_PX)
+    size = {"buf_xsize": max(1, round(ds.RasterXSize / scale))}
+    size["buf_ysize"] = max(1, round(ds.RasterYSize / scale))
+    sample = [b.ReadAsArray(**size) for b in colour]
+    ok = _block_valid(sample, colour, alpha[0].ReadAsArray(**size) if alpha else None)
+    if not ok.any():
+        return 0.0, 1.0
+    lo, hi = np.percentile(np.stack(sample, axis=-1)[ok], [2, 98])
+    return float(lo), float(hi)
 
 
 def nearest_level(levels: Sequence[GalleryInfo], gsd_m: tuple[float, float]) -> GalleryInfo:
@@ -160,6 +235,11 @@ def plan_patches(
     """
     (tw, th), (gx, gy) = tile_ground_m, gsd_m
     width, height = round(3 * tw * cut_th / gx), round(3 * th * cut_th / gy)
+    if min(width, height) < MIN_PATCH_PX:
+        raise ValueError(
+            f"a patch would be {width}×{height} px at {gx:g} m/px: the query is too coarse for "
+            "this gallery level (set `zoom` to a coarser one, or check its ground resolution)"
+        )
     return PatchPlan(
         width, height, max(1, round(stride_tiles * tw / gx)), max(1, round(stride_tiles * th / gy))
     )
@@ -175,6 +255,13 @@ def _starts(size: int, patch: int, stride: int) -> list[int]:
     if starts[-1] != last:
         starts.append(last)
     return starts
+
+
+def has_content(query: QueryImage) -> bool:
+    """Whether the query's valid pixels vary (`MIN_CONTENT_STD`), judged on about a million."""
+    step = max(1, math.isqrt(query.width * query.height // 1_000_000))
+    rgb, valid = query.rgb[::step, ::step], query.valid[::step, ::step]
+    return bool(valid.any()) and float(rgb[valid].std()) >= MIN_CONTENT_STD
 
 
 def coverable_share(width: int, height: int, plan: PatchPlan) -> float:
@@ -195,6 +282,8 @@ def cut_patches(query: QueryImage, plan: PatchPlan) -> pa.Table:
     along the image's x and up axes; `heading_views` gives the pixels). Along an axis where the
     query is smaller than a patch, its one window is centred on the image (as AnyLoc and EarthLoc
     localize single images); a query covering less than `MIN_COVER` of a patch is an error."""
+    if not has_content(query):
+        raise ValueError(f"query {query.name} has no content: its valid pixels are all one value")
     cover = coverable_share(query.width, query.height, plan)
     if cover < MIN_COVER:
         raise ValueError(
@@ -202,9 +291,16 @@ def cut_patches(query: QueryImage, plan: PatchPlan) -> pa.Table:
             f"of ground (a patch is {plan.width}×{plan.height} px)"
         )
     needed = min_valid_share(query.width, query.height, plan)
+    ys = _starts(query.height, plan.height, plan.stride_y)
+    xs = _starts(query.width, plan.width, plan.stride_x)
+    if len(xs) * len(ys) > MAX_PATCHES:
+        raise ValueError(
+            f"query {query.name} would be cut into {len(xs) * len(ys)} patches (at most "
+            f"{MAX_PATCHES}): split the image, or work at a coarser gallery level (`zoom`)"
+        )
     rows = []
-    for y0 in _starts(query.height, plan.height, plan.stride_y):
-        for x0 in _starts(query.width, plan.width, plan.stride_x):
+    for y0 in ys:
+        for x0 in xs:
             valid = float(window_of(query.valid, x0, y0, plan.width, plan.height).mean())
             if valid < needed:
                 continue

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from rsloc_assets.gallery.reader import Gallery, MosaicStats, TileRef
+from rsloc_assets.grids import TileKey
 from rsloc_assets.records import tile_schema
 from rsloc_assets.retrieval.encoders import Encoder, embed_stream
 from rsloc_assets.retrieval.store import TileStore, vector_array
@@ -27,7 +28,8 @@ class RefreshPlan:
 
 
 def plan_refresh(manifest: pa.Table, stored: dict[str, str]) -> RefreshPlan:
-    """New or re-dated tiles, plus their 8 neighbours (whose mosaics include them), get embedded."""
+    """New or re-dated tiles, plus their 8 neighbours (whose mosaics include them), get embedded;
+    so do the neighbours of deleted tiles."""
     refs = {
         key: TileRef(z, col, row, t)
         for key, z, col, row, t in zip(
@@ -35,14 +37,15 @@ def plan_refresh(manifest: pa.Table, stored: dict[str, str]) -> RefreshPlan:
         )
     }
     changed = [ref for key, ref in refs.items() if stored.get(key) != ref.time]
+    delete = sorted(set(stored) - set(refs))
     dirty = {ref.key for ref in changed}
-    for ref in changed:
+    # A deleted tile leaves its neighbours' mosaics with a hole where it was: they change too.
+    for tile in [*(ref.tile for ref in changed), *(TileKey.parse(key) for key in delete)]:
         for dr in (-1, 0, 1):
             for dc in (-1, 0, 1):
-                neighbour = f"{ref.z}/{ref.col + dc}/{ref.row + dr}"
+                neighbour = f"{tile.z}/{tile.col + dc}/{tile.row + dr}"
                 if neighbour in refs:
                     dirty.add(neighbour)
-    delete = sorted(set(stored) - set(refs))
     return RefreshPlan([refs[k] for k in sorted(dirty)], delete, len(changed))
 
 
@@ -105,6 +108,7 @@ class Refresh:
     plan: RefreshPlan
     report: EmbedReport
     corrupt: dict[str, str]
+    duplicates: list[str]  # keys stored more than once before the refresh, removed and re-embedded
 
 
 def refresh_embeddings(
@@ -116,7 +120,12 @@ def refresh_embeddings(
     batch_size: int = 32,
 ) -> Refresh:
     """Bring the store in line with the manifest: embed new or changed tiles and their neighbours,
-    drop rows of tiles gone from the gallery or corrupt."""
+    drop rows of tiles gone from the gallery or corrupt, and repair tiles stored more than once
+    (by re-embedding them)."""
+    duplicates = store.duplicate_keys()
+    if duplicates:
+        log.warning("%d tiles stored more than once: re-embedding them", len(duplicates))
+        store.delete(duplicates)
     times = dict(zip(manifest["key"].to_pylist(), manifest["time"].to_pylist(), strict=True))
     still_corrupt = {k: t for k, t in known_corrupt.items() if times.get(k) == t}
     plan = plan_refresh(manifest, store.versions() | still_corrupt)
@@ -129,4 +138,4 @@ def refresh_embeddings(
     report = embed_tiles(gallery, plan.embed, manifest, encoder, store, batch_size)
     corrupt = still_corrupt | {key: times[key] for key in report.corrupt}
     store.delete([*plan.delete, *corrupt])
-    return Refresh(plan, report, corrupt)
+    return Refresh(plan, report, corrupt, duplicates)

@@ -41,10 +41,12 @@ SCORE_SLACK = 1e-4  # cosine scores may exceed ±1 by float32 rounding
 
 @dataclass(frozen=True)
 class EmbeddingsCheck:
-    """Rows = tiles that decode; sampled vectors unit-norm, of the encoder's dimension."""
+    """Rows = tiles that decode, one row per tile; sampled vectors unit-norm, of the encoder's
+    dimension."""
 
     rows: int
     expected: int
+    duplicates: int
     unit_norm: bool
     dimension: int
     passed: bool
@@ -61,16 +63,16 @@ class EmbeddingRefresh:
 
 
 def check_embeddings(store: TileStore, expected: int, dim: int) -> EmbeddingsCheck:
-    """Row count against the tiles that decode; norms of (a sample of the first) stored vectors."""
-    rows = store.count()
+    """Row count against the tiles that decode, keys stored twice, norms of (a sample of the
+    first) stored vectors."""
+    rows, duplicates = store.count(), len(store.duplicate_keys())
     vectors = store.to_arrow(["vector"], limit=max(1, CHECK_VALUES // dim))["vector"]
     stored_dim = vectors.type.list_size
     flat = vectors.combine_chunks().flatten().to_numpy(zero_copy_only=False)
     norms = np.linalg.norm(flat.reshape(-1, stored_dim), axis=1)
     unit = bool(np.all(np.abs(norms - 1) < 1e-3))
-    return EmbeddingsCheck(
-        rows, expected, unit, stored_dim, rows == expected and unit and stored_dim == dim
-    )
+    passed = rows == expected and not duplicates and unit and stored_dim == dim
+    return EmbeddingsCheck(rows, expected, duplicates, unit, stored_dim, passed)
 
 
 def refresh_tile_embeddings(
@@ -82,7 +84,22 @@ def refresh_tile_embeddings(
     index_kind: str,
 ) -> list[EmbeddingRefresh]:
     """For each working level (zoom → its store): embed new or changed tiles (and their
-    neighbours), drop stale and corrupt rows, keep the ANN index current, and check the result."""
+    neighbours), drop stale and corrupt rows, keep the ANN index current, and check the result.
+
+    Refreshes of one data folder run one at a time (its `tile_embeddings` lock): two at once
+    would each add the tiles the other has not yet written."""
+    with layout.lock("tile_embeddings"):
+        return _refresh_levels(layout, encoder, stores, batch_size, index_min_rows, index_kind)
+
+
+def _refresh_levels(
+    layout: Layout,
+    encoder: Encoder,
+    stores: Mapping[int, TileStore],
+    batch_size: int,
+    index_min_rows: int,
+    index_kind: str,
+) -> list[EmbeddingRefresh]:
     known = layout.corrupt_tiles()
     corrupt: dict[str, str] = {}
     out = []

@@ -156,6 +156,15 @@ class TileStore:
         table = self.to_arrow(["key", "time"])
         return dict(zip(table["key"].to_pylist(), table["time"].to_pylist(), strict=True))
 
+    def duplicate_keys(self) -> list[str]:
+        """Keys stored in more than one row (sorted): merges on the key never make them, but two
+        writers racing outside the refresh lock can."""
+        if self._open() is None:
+            return []
+        counts = pc.value_counts(self.to_arrow(["key"])["key"].combine_chunks())
+        keys, n = counts.field("values").to_pylist(), counts.field("counts").to_numpy()
+        return sorted(k for k, c in zip(keys, n, strict=True) if c > 1)
+
     def delete(self, keys: Iterable[str]) -> None:
         """Remove the tiles with these keys; unknown keys are ignored."""
         tbl = self._open()

@@ -4,8 +4,8 @@ size it is matched at (`matching.working_size`: one per query ground resolution)
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
@@ -62,10 +62,11 @@ class FeatureCache:
         self.params = params
 
     def path(self, ref: TileRef, size: tuple[int, int] = (MOSAIC_PX, MOSAIC_PX)) -> Path:
-        """The file of `ref`'s mosaic features at `size` = (w, h). The time is percent-encoded,
-        so that any stored time names one file inside `root`."""
+        """The file of `ref`'s mosaic features at `size` = (w, h). The time enters as a hash, so
+        that any stored time names one short file inside `root`."""
         w, h = (int(v) for v in size)
-        return self.root / f"{ref.z}_{ref.col}_{ref.row}_{quote(ref.time, safe='')}_{w}x{h}.npz"
+        time_ = hashlib.sha256(ref.time.encode()).hexdigest()[:16]
+        return self.root / f"{int(ref.z)}_{int(ref.col)}_{int(ref.row)}_{time_}_{w}x{h}.npz"
 
     def features(
         self, ref: TileRef, mosaic: np.ndarray, size: tuple[int, int] | None = None

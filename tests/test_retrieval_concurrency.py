@@ -1,0 +1,72 @@
+"""Concurrent gallery refreshes, in real processes, never duplicate a tile; a refresh repairs
+duplicates it finds."""
+
+import subprocess
+import sys
+import textwrap
+
+import lancedb
+
+from rsloc_assets.defs.resources import RslocResource
+from rsloc_assets.gallery.manifest import write_manifest
+from rsloc_assets.retrieval.steps import check_embeddings, refresh_tile_embeddings
+
+REFRESH = textwrap.dedent(
+    """
+    import sys
+    from rsloc_assets.defs.resources import RslocResource
+    from rsloc_assets.retrieval.steps import check_embeddings, refresh_tile_embeddings
+
+    rsloc = RslocResource(data_dir=sys.argv[1], device="cpu", index_min_rows=1_000_000)
+    layout, encoder = rsloc.layout(), rsloc.load_encoder()
+    stores = {info.zoom: rsloc.store(encoder, info) for info in layout.gallery_levels()}
+    results = refresh_tile_embeddings(layout, encoder, stores, 32, 1_000_000, "ivf_flat")
+    print("embedded", sum(r.refresh.report.embedded for r in results))
+    """
+)
+
+
+def _resource(layout) -> RslocResource:
+    return RslocResource(data_dir=str(layout.root), device="cpu", index_min_rows=1_000_000)
+
+
+def test_two_refreshes_at_once_store_each_tile_once(small_layout):
+    layout = small_layout
+    write_manifest(layout, None, None)
+    tiles = layout.read_manifest(["key"]).num_rows
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", REFRESH, str(layout.root)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert all(run.returncode == 0 for run in runs), [err[-2000:] for _, err in outputs]
+    embedded = sorted(int(out.split()[-1]) for out, _ in outputs)
+    assert embedded == [0, tiles]  # the second waited for the first, then had nothing to do
+    rsloc = _resource(layout)
+    store = rsloc.store(rsloc.load_encoder(), layout.gallery_info())
+    assert store.count() == tiles and store.duplicate_keys() == []
+
+
+def test_a_refresh_repairs_tiles_stored_twice(small_layout):
+    layout = small_layout
+    write_manifest(layout, None, None)
+    rsloc = _resource(layout)
+    encoder = rsloc.load_encoder()
+    store = rsloc.store(encoder, layout.gallery_info())
+    stores = {layout.gallery_info().zoom: store}
+    refresh_tile_embeddings(layout, encoder, stores, 32, 1_000_000, "ivf_flat")
+    tiles = store.count()
+    # A writer outside the lock (an older rsloc, a hand-made table) adds five tiles again.
+    lancedb.connect(layout.lancedb).open_table(store.table).add(store.to_arrow().slice(0, 5))
+    store = rsloc.store(encoder, layout.gallery_info())  # a handle that sees the new version
+    stores = {layout.gallery_info().zoom: store}
+    assert store.count() == tiles + 5 and len(store.duplicate_keys()) == 5
+    assert not check_embeddings(store, tiles, encoder.dim).passed
+    [result] = refresh_tile_embeddings(layout, encoder, stores, 32, 1_000_000, "ivf_flat")
+    assert len(result.refresh.duplicates) == 5 and result.refresh.report.embedded >= 5
+    assert result.check.passed and store.count() == tiles and store.duplicate_keys() == []
