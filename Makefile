@@ -11,7 +11,7 @@ DAGSTER := $(VENV)/bin/dagster
 RSLOC := $(VENV)/bin/rsloc
 QUERY_ASSETS := query_patches,candidates,cliques,localization,verified_localization
 
-.PHONY: setup demo test lint clean bench bench-clique bench-extraction bench-embedding bench-scale \
+.PHONY: setup demo test test-faults lint clean bench bench-clique bench-extraction bench-embedding bench-scale \
 	bench-real bench-gallery-size bench-descriptors bench-gallery-size-descriptors bench-report
 
 setup: $(STAMPS)/gdal-python
@@ -54,6 +54,11 @@ demo: setup
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
+
+# SIGKILL at random points of the gallery refresh and of each query step, reruns compared with an
+# uninterrupted run (`make test` runs it too); the sanitized native build is tests/test_native.py.
+test-faults: setup
+	$(VENV)/bin/pytest -q -m faults
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -44,7 +44,7 @@ from rsloc_assets.retrieval.descriptors import (
 )
 from rsloc_assets.retrieval.encoders import load_encoder
 from rsloc_assets.retrieval.models import adapt_gallery
-from rsloc_assets.retrieval.patches import cut_patches, plan_patches, read_query
+from rsloc_assets.retrieval.patches import cut_patches, plan_patches, read_query, window_of
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,8 @@ def cache_tokens(layout: Layout, encoder, queries: str = "*", batch: int = 32) -
     """Run the frozen encoder once on every gallery mosaic and on the patches of every query
     whose name matches `queries`."""
     start = time.perf_counter()
-    manifest, info = layout.read_manifest(), layout.gallery_info()
+    info = layout.gallery_info()  # the finest level: these benchmarks' galleries hold one
+    manifest = layout.read_manifest(zoom=info.zoom)
     refs = [
         TileRef(r["level"], r["col"], r["row"], r["time"])
         for r in manifest.select(["level", "col", "row", "time"]).to_pylist()
@@ -132,7 +133,7 @@ def cache_tokens(layout: Layout, encoder, queries: str = "*", batch: int = 32) -
         plan = plan_patches(info.tile_ground_m, query.gsd_m)
         table = cut_patches(query, plan)
         pixels = [
-            query.rgb[w["y0"] : w["y0"] + w["height"], w["x0"] : w["x0"] + w["width"]]
+            window_of(query.rgb, w["x0"], w["y0"], w["width"], w["height"])
             for w in table.select(["x0", "y0", "width", "height"]).to_pylist()
         ]
         truth = read_truth(layout.query_file(name))

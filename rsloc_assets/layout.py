@@ -378,5 +378,12 @@ class Layout:
         return sorted(names)
 
     def query_stamps(self) -> dict[str, int]:
-        """Each query image's partition name and modification time (ns)."""
-        return {name: self.query_file(name).stat().st_mtime_ns for name in self.query_names()}
+        """Each query image's partition name and modification time (ns); an image that cannot be
+        told apart (two of one name) or links outside `queries/` is logged and left out."""
+        stamps = {}
+        for name in self.query_names():
+            try:
+                stamps[name] = self.query_file(name).stat().st_mtime_ns
+            except (FileNotFoundError, ValueError) as err:
+                log.warning("query %s left out: %s", name, err)
+        return stamps

@@ -133,6 +133,23 @@ def test_a_repeated_tile_row_is_counted_and_the_last_written_is_used(tmp_path):
         assert cell(mosaic, 0, 0).mean(axis=(0, 1))[0] > 240
 
 
+def test_a_ge_tiles_table_without_rowids_is_read(tmp_path):
+    path = tmp_path / "g.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE ge_tiles(zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER,"
+            " time_ TEXT, tile_data BLOB, PRIMARY KEY (zoom_level, tile_column, tile_row, time_))"
+            " WITHOUT ROWID"
+        )
+        conn.execute(
+            "INSERT INTO ge_tiles VALUES (?, ?, ?, ?, ?)", (Z, COL0, ROW0, "0", jpeg((9, 9, 9)))
+        )
+    conn.close()
+    with Gallery.open(path) as g:
+        [ref] = g.tiles(Z)
+        assert g.duplicates(Z) == 0 and g.blob(ref) is not None
+
+
 def test_missing_neighbours_are_black_and_counted(tmp_path):
     path = tmp_path / "g.sqlite"
     make_block(path, range(COL0, COL0 + 2), range(ROW0, ROW0 + 2))

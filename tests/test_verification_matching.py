@@ -257,6 +257,17 @@ def test_embedding_recheck_prefers_the_true_place(renders, effnet):
     assert (strict.accepted, strict.reason) == (False, "low similarity")
 
 
+def test_the_recheck_compares_only_the_patchs_valid_pixels(renders, effnet):
+    """A patch padded with black (a query smaller than a patch) is compared where it holds image:
+    masking the padding out raises the similarity; a patch with no valid pixel compares nothing."""
+    patch, mosaic, truth = make_pair(renders, (600, 600), 15.0, 0.85)
+    padded, valid = patch.copy(), np.ones(patch.shape[:2], bool)
+    padded[:, : patch.shape[1] // 2], valid[:, : patch.shape[1] // 2] = 0, False
+    masked = overlap_similarity(padded, mosaic, truth, effnet, valid)
+    assert masked > overlap_similarity(padded, mosaic, truth, effnet)
+    assert overlap_similarity(padded, mosaic, truth, effnet, np.zeros_like(valid)) == -1.0
+
+
 def test_rejects_non_rgb_input(renders):
     _, mosaic, _ = make_pair(renders, (1000, 1000))
     with pytest.raises(ValueError, match="uint8 RGB"):

@@ -143,7 +143,11 @@ def rank_hypotheses(
     patch = nodes["patch"].to_numpy()
     lon, lat = nodes["lon"].to_numpy(), nodes["lat"].to_numpy()
     score = nodes["score"].to_numpy().astype(np.float64)
+    # Only a one-patch query's hits carry its rotation alone; elsewhere a lone hit keeps θ = 0,
+    # the rule every measured multi-patch result was ranked with.
     heading = np.radians(nodes["heading_deg"].to_numpy().astype(np.float64))
+    if patches.num_rows > 1:
+        heading = np.zeros_like(heading)
     east, north = patches["east_m"].to_numpy(), patches["north_m"].to_numpy()
     offsets = np.stack([east[patch], north[patch]], axis=1)
     typical = _patch_medians(patch, score, patches.num_rows)

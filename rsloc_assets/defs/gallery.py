@@ -22,14 +22,14 @@ def gallery_tiles(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
     context.log.info("%d tiles at zoom %s from %s", manifest.num_rows, zooms, layout.gallery)
     if result.duplicates:
         context.log.warning(
-            "%d gallery rows repeat a tile and time: the last written of each is used",
+            "%d gallery rows repeat a tile and time (in ge_tiles the last written is used)",
             result.duplicates,
         )
     return dg.MaterializeResult(
         metadata={
             "tiles": manifest.num_rows,
             "tiles_per_level": str({info.zoom: info.tiles for info in result.levels}),
-            "levels": str(result.gallery_levels),
+            "levels": str(result.stored_levels),
             "duplicate_rows": result.duplicates,
             "data_dir": dg.MetadataValue.path(str(layout.root)),
             "times": str(result.times[-10:]),
@@ -99,7 +99,7 @@ def descriptor_model(
             asset="tile_embeddings",
             blocking=True,
             description="One row per decodable tile, unit-norm vectors of the encoder's size; "
-            "blocks the query steps when it fails",
+            "when it fails, the run's downstream steps are skipped",
         )
     ],
 )

@@ -55,7 +55,8 @@ def candidates(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.Ma
     """Top-K gallery tiles (of the query's level) for every patch of a query by their best cosine
     score over its headings, with the heading each came from."""
     layout = rsloc.layout()
-    info = layout.query(context.partition_key).patch_meta().gallery
+    # The query's level, as the gallery has it now: a level no longer worked at is an error.
+    info = layout.gallery_info(layout.query(context.partition_key).patch_meta().gallery.zoom)
     store = rsloc.store(rsloc.load_encoder(), info)
     result = find_candidates(layout, context.partition_key, store, rsloc.top_k)
     rows = result.table.num_rows

@@ -65,6 +65,7 @@ class RslocResource(dg.ConfigurableResource):
     index_kind: str = "ivf_flat"
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Log the data folder the run works in, once, when the run starts."""
         context.log.info("rsloc data folder: %s", self.data_root())
 
     def data_root(self) -> Path:

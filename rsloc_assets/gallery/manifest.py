@@ -74,7 +74,7 @@ class ManifestResult:
 
     manifest: pa.Table
     levels: list[GalleryInfo]
-    gallery_levels: list[int]
+    stored_levels: list[int]
     times: list[str]
     extent: Bounds
     duplicates: int  # rows repeating a tile and time at the working levels (the last is used)
@@ -86,6 +86,8 @@ def write_manifest(layout: Layout, zoom: int | None, time_: str | None) -> Manif
     write the manifest with each level's gallery facts."""
     with Gallery.open(layout.gallery) as gallery:
         parts = [gallery_manifest(gallery, z, time_) for z in resolve_levels(gallery, zoom)]
+        # A level without tiles at `time_` is not a working level; with none left, an error.
+        parts = [part for part in parts if part.num_rows] or parts[:1]
         manifest = pa.concat_tables(parts)
         infos = [gallery_info(gallery, part) for part in parts]
         finest = max(info.zoom for info in infos)

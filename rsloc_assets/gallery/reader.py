@@ -9,7 +9,7 @@ import itertools
 import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
@@ -91,6 +91,23 @@ _GE_SQL = _Queries(
     " ORDER BY rowid",
 )
 
+# A `WITHOUT ROWID` table or a view has no row order to prefer: the first row found is used.
+_GE_SQL_UNORDERED = replace(
+    _GE_SQL,
+    blob=_GE_SQL.blob.removesuffix(" ORDER BY rowid DESC"),
+    block=_GE_SQL.block.removesuffix(" ORDER BY rowid"),
+)
+
+
+def _has_rowid(conn: sqlite3.Connection) -> bool:
+    """Whether `ge_tiles` has rowids (a plain table), so the last written of repeated rows wins."""
+    try:
+        conn.execute("SELECT rowid FROM ge_tiles LIMIT 1").fetchall()
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
 _MBTILES_SQL = _Queries(
     levels="SELECT DISTINCT zoom_level FROM tiles ORDER BY zoom_level",
     times="SELECT DISTINCT '' FROM tiles WHERE zoom_level = ?",
@@ -160,7 +177,9 @@ class Gallery:
         self.format = fmt
         self.grid: TileGrid = get_grid("ge" if fmt == GalleryFormat.GE else "xyz")
         self._conn = conn
-        self._sql = _GE_SQL if fmt == GalleryFormat.GE else _MBTILES_SQL
+        self._sql = _MBTILES_SQL
+        if fmt == GalleryFormat.GE:
+            self._sql = _GE_SQL if _has_rowid(conn) else _GE_SQL_UNORDERED
 
     @classmethod
     def open(cls, path: str | Path) -> Gallery:

@@ -215,7 +215,7 @@ def cache_views(
     picked, views = _sample(manifest, params)
     rows = manifest.take(picked).to_pylist()
     refs = [TileRef(r["level"], r["col"], r["row"], r["time"]) for r in rows]
-    times = gallery.tile_times(refs[0].z) if refs else {}
+    times = {k: t for z in sorted({r.z for r in refs}) for k, t in gallery.tile_times(z).items()}
     own = {r.key: sorted(set(times.get(r.key, [r.time]))) for r in refs}
     multi_date = sum(len(t) > 1 for t in own.values()) > len(refs) / 2
     if not multi_date:

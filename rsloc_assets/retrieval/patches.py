@@ -129,13 +129,16 @@ def read_query(path: str | Path, ref_lat: float) -> QueryImage:
     except RuntimeError as exc:
         raise ValueError(f"{path}: not a readable image ({exc})") from None
     gsd = sidecar_gsd(path)
-    gsd_xy = (gsd, gsd) if gsd is not None else raster_gsd(ds, ref_lat)
-    if gsd_xy is None:
-        raise ValueError(
-            f"{path}: no georeference to give its ground resolution; add {path.stem}.json "
-            'with {"gsd_m": <metres per pixel>}'
-        )
-    gsd_xy = tuple(check_gsd(g, f"{path} (its georeference)") for g in gsd_xy)
+    if gsd is not None:
+        gsd_xy = (gsd, gsd)
+    else:
+        pixel = raster_gsd(ds, ref_lat)
+        if pixel is None:
+            raise ValueError(
+                f"{path}: no georeference to give its ground resolution; add {path.stem}.json "
+                'with {"gsd_m": <metres per pixel>}'
+            )
+        gsd_xy = tuple(check_gsd(g, f"{path} (its georeference)") for g in pixel)
     if ds.RasterXSize * ds.RasterYSize > MAX_QUERY_PX:
         raise ValueError(
             f"{path}: {ds.RasterXSize}×{ds.RasterYSize} px is more than a query may hold "
@@ -176,9 +179,9 @@ def _read_rgb(ds: gdal.Dataset) -> tuple[np.ndarray, np.ndarray]:
             if stretch is not None:
                 lo, hi = stretch
                 data = (data.astype(np.float32) - lo) * np.float32(255.0 / max(hi - lo, 1e-9))
-            band = np.clip(data, 0, 255)
-            band[~ok] = 0
-            rgb[y0 : y0 + rows, :, i] = band
+            channel = np.clip(data, 0, 255)
+            channel[~ok] = 0
+            rgb[y0 : y0 + rows, :, i] = channel
     return rgb, valid
 
 
@@ -283,7 +286,9 @@ def cut_patches(query: QueryImage, plan: PatchPlan) -> pa.Table:
     query is smaller than a patch, its one window is centred on the image (as AnyLoc and EarthLoc
     localize single images); a query covering less than `MIN_COVER` of a patch is an error."""
     if not has_content(query):
-        raise ValueError(f"query {query.name} has no content: its valid pixels are all one value")
+        raise ValueError(
+            f"query {query.name} has no content: no valid pixels, or all of nearly one value"
+        )
     cover = coverable_share(query.width, query.height, plan)
     if cover < MIN_COVER:
         raise ValueError(

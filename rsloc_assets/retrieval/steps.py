@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 CHECK_VALUES = 20_000 * 1280  # floats the embeddings check reads (20,000 GeM vectors, 100 MB)
 SCORE_SLACK = 1e-4  # cosine scores may exceed ±1 by float32 rounding
+# Patches whose views are cut and embedded together: bounds what a query of any size holds
+# (64 views of 768² px ≈ 110 MB, and the encoder's batch), one batch for most queries.
+EMBED_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -158,10 +161,13 @@ def prepare_query(
         log.warning("skipping: %s", reason)
     vectors = np.zeros((table.num_rows, len(turns), encoder.dim), np.float32)
     valid = np.zeros((table.num_rows, len(turns)), np.float32)
-    for i, turn in enumerate(turns):
-        views, valid[:, i] = heading_views(query, table, plan, turn)
-        if len(views):
-            vectors[:, i] = encoder.embed(views)
+    for start in range(0, table.num_rows, EMBED_CHUNK):
+        part = table.slice(start, EMBED_CHUNK)
+        rows = slice(start, start + part.num_rows)
+        for i, turn in enumerate(turns):
+            views, valid[rows, i] = heading_views(query, part, plan, turn)
+            if len(views):
+                vectors[rows, i] = encoder.embed(views)
     table = table.append_column("heading_valid", _nested(valid)).append_column(
         "vector", _nested(vectors)
     )
