@@ -47,6 +47,11 @@ def _verify(rsloc: RslocResource, name: str) -> None:
     verify_query(rsloc.layout(), name, rsloc.base_encoder())
 
 
+def _query(rsloc: RslocResource, name: str) -> None:
+    for step in (_patches, _candidates, _cliques, _localize, _verify):
+        step(rsloc, name)
+
+
 STEPS: dict[str, Callable[[RslocResource, str], None]] = {
     "embed": _embed,
     "patches": _patches,
@@ -54,6 +59,7 @@ STEPS: dict[str, Callable[[RslocResource, str], None]] = {
     "cliques": _cliques,
     "localize": _localize,
     "verify": _verify,
+    "query": _query,
 }
 
 

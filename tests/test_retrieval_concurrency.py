@@ -1,21 +1,31 @@
-"""Concurrent gallery refreshes, in real processes, never duplicate a tile; a refresh repairs
-duplicates it finds."""
+"""Concurrent runs in real processes: gallery refreshes never duplicate a tile, a refresh repairs
+duplicates it finds, and queries localized during a refresh and beside each other come out as
+they do alone."""
 
+import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import lancedb
 
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.gallery.manifest import write_manifest
+from rsloc_assets.layout import Layout
 from rsloc_assets.retrieval.steps import check_embeddings, refresh_tile_embeddings
+from tests.fault_steps import STEPS, resource
+from tests.test_faults import snapshot
 
 REFRESH = textwrap.dedent(
     """
     import sys
     from rsloc_assets.defs.resources import RslocResource
-    from rsloc_assets.retrieval.steps import check_embeddings, refresh_tile_embeddings
+    from rsloc_assets.layout import Layout
+from rsloc_assets.retrieval.steps import check_embeddings, refresh_tile_embeddings
+from tests.fault_steps import STEPS, resource
+from tests.test_faults import snapshot
 
     rsloc = RslocResource(data_dir=sys.argv[1], device="cpu", index_min_rows=1_000_000)
     layout, encoder = rsloc.layout(), rsloc.load_encoder()
@@ -70,3 +80,42 @@ def test_a_refresh_repairs_tiles_stored_twice(small_layout):
     [result] = refresh_tile_embeddings(layout, encoder, stores, 32, 1_000_000, "ivf_flat")
     assert len(result.refresh.duplicates) == 5 and result.refresh.report.embedded >= 5
     assert result.check.passed and store.count() == tiles and store.duplicate_keys() == []
+
+
+def _child(root: Path, step: str, name: str = "") -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.fault_steps", str(root), step, name],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_queries_beside_each_other_and_a_refresh_match_sequential_runs(small_layout, tmp_path):
+    """Two queries and a refresh that re-dates a block of tiles (same pixels, so the same
+    vectors) run at once; each query's files equal those of the queries run alone."""
+    base = tmp_path / "base"
+    shutil.copytree(small_layout.root, base)
+    layout = Layout(base)
+    write_manifest(layout, None, None)
+    STEPS["embed"](resource(str(base)), "")
+    alone, together = tmp_path / "alone", tmp_path / "together"
+    shutil.copytree(base, alone)
+    shutil.copytree(base, together)
+    names = layout.query_names()[:2]
+    for name in names:
+        STEPS["query"](resource(str(alone)), name)
+    with sqlite3.connect(Layout(together).gallery) as conn:
+        conn.execute("UPDATE ge_tiles SET time_ = '2024' WHERE rowid % 4 = 0")
+    conn.close()
+    write_manifest(Layout(together), None, None)
+    runs = [_child(together, "embed"), *(_child(together, "query", name) for name in names)]
+    outputs = [run.communicate(timeout=900) for run in runs]
+    assert all(run.returncode == 0 for run in runs), [err[-2000:] for _, err in outputs]
+    for name in names:
+        want = snapshot(Layout(alone).query(name).folder)
+        got = snapshot(Layout(together).query(name).folder)
+        assert got.keys() == want.keys()
+        for file in want:
+            assert got[file] == want[file], (name, file)
