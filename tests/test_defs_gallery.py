@@ -115,8 +115,9 @@ def test_a_refit_descriptor_embeds_into_a_new_table(small_layout):
     changed = RslocResource(data_dir=str(small_layout.root), whitening_dim=6, fit_sample_tiles=16)
     result, _ = materialize_fitted(changed, ["tile_embeddings"])
     assert not result.success
-    failure = result.get_step_failure_events()[0].step_failure_data.error.cause.message
-    assert "materialize descriptor_model" in failure.splitlines()[0]
+    failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
+    assert "materialize descriptor_model" in failure.description
+    assert "\n" not in failure.description
 
     result, events = materialize_fitted(changed, fitted)
     assert result.success and events["descriptor_model"]["version"] != version

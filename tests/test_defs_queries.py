@@ -222,6 +222,29 @@ def test_query_under_one_tile_of_ground_is_a_recorded_skip(world):
     assert "less than one gallery tile" in meta["reason"].value
 
 
+def test_a_bad_query_fails_its_run_with_the_one_line_reason(world):
+    layout, rsloc, instance = world
+    image = layout.queries / "badside.png"
+    cv2.imwrite(str(image), np.full((64, 64, 3), 90, np.uint8))
+    (layout.queries / "badside.json").write_text("[1, 2]")
+    try:
+        instance.add_dynamic_partitions(queries_partitions.name, ["badside"])
+        result = dg.materialize(
+            ASSETS,
+            selection=QUERY_ASSETS,
+            partition_key="badside",
+            resources={"rsloc": rsloc},
+            instance=instance,
+            raise_on_error=False,
+        )
+    finally:
+        image.unlink()
+        (layout.queries / "badside.json").unlink()
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
+    assert "badside.json" in failure.description and "\n" not in failure.description
+
+
 def _corner_error_m(corners: list[tuple[float, float]], truth: list[tuple[float, float]]) -> float:
     e, t = np.array(corners), np.array(truth)
     return float(np.mean(distance_m(e[:, 0], e[:, 1], t[:, 0], t[:, 1])))

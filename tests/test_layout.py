@@ -1,6 +1,7 @@
 """The data folder: typed artefacts round-trip, the atomic writer leaves nothing half-written, and
 files from before a format change are one-line errors."""
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rsloc_assets.grids import get_grid
-from rsloc_assets.layout import Layout, write_atomic
+from rsloc_assets.layout import Layout, write_atomic, write_json, write_table
 from rsloc_assets.records import (
     CANDIDATE_SCHEMA,
     MANIFEST_SCHEMA,
@@ -158,3 +159,15 @@ def test_a_missing_upstream_file_names_the_asset_to_materialize(tmp_path: Path):
     ]:
         with pytest.raises(FileNotFoundError, match=f"materialize {asset} for this query first"):
             read()
+
+
+def test_outputs_take_the_umasks_modes(tmp_path: Path):
+    """Results are readable by the group and others under the usual umask (QGIS, a web server)."""
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        write_table(tmp_path / "a.parquet", pa.table({"x": [1]}))
+    finally:
+        os.umask(old)
+    for name in ("a.json", "a.parquet"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from rsloc_assets.defs.failures import fails_in_one_line
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.evaluation.report import md_table
 from rsloc_assets.gallery.manifest import write_manifest
@@ -12,6 +13,7 @@ GALLERY = "gallery"
 
 
 @dg.asset(group_name=GALLERY)
+@fails_in_one_line
 def gallery_tiles(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
     """The gallery's tiles at its working levels (`zoom`, default every level it holds): one row
     per tile with its time and bounds."""
@@ -41,6 +43,7 @@ def gallery_tiles(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
 
 
 @dg.asset(group_name=GALLERY, deps=[gallery_tiles])
+@fails_in_one_line
 def gallery_adapter(
     context: dg.AssetExecutionContext, rsloc: RslocResource
 ) -> dg.MaterializeResult:
@@ -63,6 +66,7 @@ def gallery_adapter(
 
 
 @dg.asset(group_name=GALLERY, deps=[gallery_adapter])
+@fails_in_one_line
 def descriptor_model(
     context: dg.AssetExecutionContext, rsloc: RslocResource
 ) -> dg.MaterializeResult:
@@ -103,6 +107,7 @@ def descriptor_model(
         )
     ],
 )
+@fails_in_one_line
 def tile_embeddings(
     context: dg.AssetExecutionContext, rsloc: RslocResource
 ) -> dg.MaterializeResult:

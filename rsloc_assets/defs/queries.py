@@ -4,6 +4,7 @@ footprint, one partition per query image, and the evaluation over all of them.""
 import dagster as dg
 
 from rsloc_assets.cliques.steps import find_cliques, localize_query
+from rsloc_assets.defs.failures import fails_in_one_line
 from rsloc_assets.defs.gallery import gallery_tiles, tile_embeddings
 from rsloc_assets.defs.partitions import queries_partitions
 from rsloc_assets.defs.resources import RslocResource
@@ -16,6 +17,7 @@ QUERIES = "queries"
 
 
 @dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[gallery_tiles])
+@fails_in_one_line
 def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
     """A query cut into gallery-mosaic-sized patches on a regular grid for the gallery level
     nearest its ground resolution, each embedded at `query_headings` headings."""
@@ -51,6 +53,7 @@ def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
     deps=[query_patches, tile_embeddings],
     check_specs=[dg.AssetCheckSpec("candidates_valid", asset="candidates")],
 )
+@fails_in_one_line
 def candidates(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
     """Top-K gallery tiles (of the query's level) for every patch of a query by their best cosine
     score over its headings, with the heading each came from."""
@@ -78,6 +81,7 @@ def candidates(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.Ma
 
 
 @dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[candidates])
+@fails_in_one_line
 def cliques(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
     """Spatio-geographic maximal cliques of a query's candidates (native library via cffi) and
     the ranked location hypotheses they seed."""
@@ -108,6 +112,7 @@ def cliques(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.Mater
 
 
 @dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[cliques])
+@fails_in_one_line
 def localization(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
     """Where the query is: centre, heading, turned footprint, confidence and the method used."""
     loc = localize_query(rsloc.layout(), context.partition_key, rsloc.vote_top)
@@ -126,6 +131,7 @@ def localization(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.
 
 
 @dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[localization])
+@fails_in_one_line
 def verified_localization(
     context: dg.AssetExecutionContext, rsloc: RslocResource
 ) -> dg.MaterializeResult:
@@ -164,6 +170,7 @@ def verified_localization(
 
 
 @dg.asset(name="evaluation", group_name=QUERIES, deps=[verified_localization])
+@fails_in_one_line
 def evaluation_report(
     context: dg.AssetExecutionContext, rsloc: RslocResource
 ) -> dg.MaterializeResult:
