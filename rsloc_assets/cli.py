@@ -11,11 +11,13 @@ from pathlib import Path
 from rsloc_assets.gallery.builder import build_gallery
 from rsloc_assets.gallery.reader import Gallery
 from rsloc_assets.grids import GRIDS
-from rsloc_assets.layout import Layout
+from rsloc_assets.layout import Layout, default_data_dir
 from rsloc_assets.retrieval.adapter import AdapterParams
 from rsloc_assets.retrieval.descriptors import DescriptorSpec
 from rsloc_assets.retrieval.encoders import ENCODERS, load_encoder
 from rsloc_assets.synthetic.demo import PRESETS, init_demo, summary_lines
+
+ROOT_HELP = "data folder (default: $RSLOC_DATA_DIR, else data)"
 
 
 def gallery_build(args: argparse.Namespace) -> None:
@@ -133,7 +135,7 @@ def _add_gallery_commands(commands: argparse._SubParsersAction) -> None:
     adapt = actions.add_parser(
         "adapt", help="train the self-supervised adapter on a data folder's gallery"
     )
-    adapt.add_argument("--root", default="data", help="data folder (default: data)")
+    adapt.add_argument("--root", default=default_data_dir(), help=ROOT_HELP)
     adapt.add_argument(
         "--gallery", default="", help="gallery file (default: <root>/gallery.sqlite)"
     )
@@ -163,7 +165,7 @@ def _add_gallery_commands(commands: argparse._SubParsersAction) -> None:
 
 def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     def with_root(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--root", default="data", help="data folder (default: data)")
+        parser.add_argument("--root", default=default_data_dir(), help=ROOT_HELP)
         return parser
 
     demo = commands.add_parser("demo", help="the procedurally generated demo world")

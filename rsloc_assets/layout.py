@@ -38,7 +38,14 @@ _META = b"rsloc"  # schema-metadata key of rsloc's records inside Parquet files
 # digits, "_", "-" or "."; never "..", so no name is a path or a glob.
 _QUERY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
+DATA_DIR_ENV = "RSLOC_DATA_DIR"  # the deployment's data folder, for the CLI and the resource
+
 log = logging.getLogger(__name__)
+
+
+def default_data_dir() -> str:
+    """The data folder `RSLOC_DATA_DIR` names, else `data` (relative to where rsloc runs)."""
+    return os.environ.get(DATA_DIR_ENV) or "data"
 
 
 def check_query_name(name: str) -> str:

@@ -1,12 +1,15 @@
-"""The `rsloc` resource's settings: the deployment's data folder holds whatever run config says."""
+"""The `rsloc` resource's settings: run config, the environment (`RSLOC_<FIELD>`) and the CLI."""
 
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from rsloc_assets.cli import main
 from rsloc_assets.defs import defs
-from rsloc_assets.defs.resources import DATA_DIR_ENV, RslocResource
+from rsloc_assets.defs.resources import RslocResource
+from rsloc_assets.layout import DATA_DIR_ENV
+from rsloc_assets.retrieval.descriptors import Aggregation
 
 
 def test_run_config_keeps_the_environments_data_folder(tmp_path: Path, monkeypatch):
@@ -39,3 +42,27 @@ def test_an_unset_environment_means_the_data_folder_here(tmp_path: Path, monkeyp
     else:
         monkeypatch.setenv(DATA_DIR_ENV, value)
     assert RslocResource().data_root() == tmp_path / "data"
+
+
+def test_every_field_is_described_and_set_from_the_environment(monkeypatch):
+    for name, field in RslocResource.model_fields.items():
+        assert field.description, name
+    monkeypatch.setenv("RSLOC_TOP_K", "500")
+    monkeypatch.setenv("RSLOC_ZOOM", "16")
+    monkeypatch.setenv("RSLOC_ADAPT", "true")
+    monkeypatch.setenv("RSLOC_CLIQUE_K", "null")
+    monkeypatch.setenv("RSLOC_AGGREGATION", "gem")
+    rsloc = RslocResource(zoom=15)  # what config says wins over the environment
+    assert (rsloc.top_k, rsloc.zoom, rsloc.adapt, rsloc.clique_k) == (500, 15, True, None)
+    assert rsloc.aggregation == Aggregation.GEM
+    monkeypatch.setenv("RSLOC_TOP_K", "many")
+    with pytest.raises(ValueError, match="top_k"):
+        RslocResource()
+
+
+def test_the_cli_reads_the_same_data_folder(tmp_path: Path, monkeypatch, capsys):
+    (tmp_path / "deployment" / "queries").mkdir(parents=True)
+    (tmp_path / "deployment" / "queries" / "q7.png").write_bytes(b"")
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "deployment"))
+    main(["queries", "list"])
+    assert capsys.readouterr().out.split() == ["q7"]

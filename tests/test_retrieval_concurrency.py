@@ -22,10 +22,7 @@ REFRESH = textwrap.dedent(
     """
     import sys
     from rsloc_assets.defs.resources import RslocResource
-    from rsloc_assets.layout import Layout
-from rsloc_assets.retrieval.steps import check_embeddings, refresh_tile_embeddings
-from tests.fault_steps import STEPS, resource
-from tests.test_faults import snapshot
+    from rsloc_assets.retrieval.steps import refresh_tile_embeddings
 
     rsloc = RslocResource(data_dir=sys.argv[1], device="cpu", index_min_rows=1_000_000)
     layout, encoder = rsloc.layout(), rsloc.load_encoder()

@@ -5,16 +5,17 @@ from functools import lru_cache
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field, model_validator
 
-from rsloc_assets.layout import Layout
+from rsloc_assets.layout import Layout, default_data_dir
 from rsloc_assets.records import GalleryInfo
 from rsloc_assets.retrieval.adapter import AdapterParams
 from rsloc_assets.retrieval.descriptors import Aggregation, DescriptorSpec
 from rsloc_assets.retrieval.encoders import Encoder, load_encoder
 from rsloc_assets.retrieval.models import described_encoder
-from rsloc_assets.retrieval.store import TileStore, table_name
+from rsloc_assets.retrieval.store import IndexKind, TileStore, table_name
 
-DATA_DIR_ENV = "RSLOC_DATA_DIR"
+ENV_PREFIX = "RSLOC_"  # RSLOC_<FIELD> sets a resource field for the whole deployment
 
 
 @lru_cache(maxsize=2)
@@ -24,53 +25,87 @@ def _cached_encoder(
     return load_encoder(name, model_dir, device, precision, layer)
 
 
-class RslocResource(dg.ConfigurableResource):
-    """Data folder, gallery, vector store and stage parameters (defaults follow the RSLoc paper)."""
+def _setting(default: object, description: str) -> object:
+    """A resource field with its default and the description the Dagster UI shows."""
+    return Field(default=default, description=description)
 
-    # Empty: `RSLOC_DATA_DIR`, else ./data; read when a run starts, so run config that leaves it
-    # out (it rebuilds the resource from config alone) still finds the deployment's folder.
-    data_dir: str = ""
-    gallery: str = ""
-    lancedb_uri: str = ""
-    zoom: int | None = None  # one working level; None: every level the gallery holds
-    gallery_time: str | None = None
-    encoder: str = "effnetl2"
-    model_dir: str | None = None
-    encoder_layer: int | None = None
-    device: str = "auto"
-    precision: str = "fp16"
-    batch_size: int = 32
-    aggregation: str = "grid"  # NAIP seed-1 patch recall@1 0.17 → 0.55, synthetic 0.37 → 0.68
-    vlad_clusters: int = 32
-    descriptor_grid: int = 3
-    whitening_dim: int = 0
-    fit_sample_tiles: int = 2000
-    adapt: bool = False
-    adapter_epochs: int = 20
-    adapter_view_budget: int = 6000
-    top_k: int = 2000
-    cut_th: float = 1.0
-    stride_tiles: float = 1.0
+
+class RslocResource(dg.ConfigurableResource):
+    """Data folder, gallery, vector store and stage parameters (defaults follow the RSLoc paper).
+
+    Every field can be set once for the deployment as `RSLOC_<FIELD>` in the environment (e.g.
+    `RSLOC_TOP_K=500`, `RSLOC_ZOOM=null`): run config overrides it, and a run whose config sets
+    other fields still takes it, since the environment is read when each run builds the resource.
+    """
+
+    data_dir: str = _setting("", "Data folder (gallery, queries, LanceDB, work); empty: ./data")
+    gallery: str = _setting(
+        "", "Gallery file (ge_tiles SQLite or MBTiles); empty: <data_dir>/gallery.sqlite"
+    )
+    lancedb_uri: str = _setting("", "LanceDB URI (a folder, s3://…); empty: <data_dir>/lancedb")
+    zoom: int | None = _setting(None, "The one working level; null: every level the gallery holds")
+    gallery_time: str | None = _setting(None, "The gallery time_ to use; null: each tile's latest")
+    encoder: str = _setting("effnetl2", "Encoder: effnetl2 (built in), clip, dinov2, dinov2-salad")
+    model_dir: str | None = _setting(None, "Local folder of a clip/dinov2/dinov2-salad model")
+    encoder_layer: int | None = _setting(
+        None, "DINOv2 layer whose patch tokens are pooled; null: last"
+    )
+    device: str = _setting("auto", "Torch device: auto (CUDA when present), cpu, cuda, cuda:1, …")
+    precision: str = _setting("fp16", "fp16, bf16 or fp32 on CUDA; a CPU always runs fp32")
+    batch_size: int = _setting(32, "Images per encoder batch when embedding the gallery")
+    # NAIP seed-1 patch recall@1 0.17 → 0.55, synthetic 0.37 → 0.68 against whole-map GeM.
+    aggregation: Aggregation = _setting(
+        Aggregation.GRID, "Global descriptor: grid (GeM per cell), gem (whole map) or vlad"
+    )
+    vlad_clusters: int = _setting(32, "VLAD vocabulary size (k-means on the gallery)")
+    descriptor_grid: int = _setting(3, "Cells per side of the grid descriptor")
+    whitening_dim: int = _setting(
+        0, "PCA-whitening output dimension fitted on the gallery; 0: none"
+    )
+    fit_sample_tiles: int = _setting(2000, "Gallery tiles sampled to fit VLAD or whitening")
+    adapt: bool = _setting(False, "Train a self-supervised adapter on the gallery's own tiles")
+    adapter_epochs: int = _setting(20, "Adapter training epochs")
+    adapter_view_budget: int = _setting(6000, "Encoder passes the adapter's training may cache")
+    top_k: int = _setting(2000, "Gallery tiles kept per query patch (the paper's 2,000)")
+    cut_th: float = _setting(1.0, "Query patch = this × a 3×3 mosaic's ground")
+    stride_tiles: float = _setting(1.0, "Patch stride, in gallery tiles on the ground")
     # Headings each query patch is embedded at (evenly spaced; 8: every 45°), so a query facing
     # any way is retrieved; the patches vote for one heading. Demo patch recall@1 of the true
     # tile, 3 queries turned 37/90/180°: 0.47 at 4 headings, 0.67 at 8 (north-up: 0.68 at both).
-    query_headings: int = 8
-    vote_top: int = 10
-    clique_k: int | None = None
-    clique_tolerance_tiles: float = 1.5
-    verify_hypotheses: int = 5
-    verify_workers: int = 2
-    verify_recheck: bool = True
-    index_min_rows: int = 100_000
-    index_kind: str = "ivf_flat"
+    query_headings: int = _setting(8, "Headings each query patch is embedded at (8: every 45°)")
+    vote_top: int = _setting(10, "Candidates per patch in the retrieval vote")
+    clique_k: int | None = _setting(
+        None, "Candidates per patch into the clique graph; null: the paper's share of the gallery"
+    )
+    clique_tolerance_tiles: float = _setting(
+        1.5, "Clique edge tolerance: ground vs pixel distance, in tiles"
+    )
+    verify_hypotheses: int = _setting(5, "Stage-2 hypotheses verification tries, best first")
+    verify_workers: int = _setting(2, "Threads matching patches in verification")
+    verify_recheck: bool = _setting(True, "Re-check accepted matches by embedding similarity")
+    index_min_rows: int = _setting(100_000, "Rows below which LanceDB searches exhaustively")
+    index_kind: IndexKind = _setting(IndexKind.IVF_FLAT, "ANN index: ivf_flat or ivf_pq")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_environment(cls, data: object) -> object:
+        """Fill every field the config leaves out from `RSLOC_<FIELD>` (`null`: None)."""
+        if not isinstance(data, dict):
+            return data
+        found = {}
+        for name in cls.model_fields:
+            raw = os.environ.get(f"{ENV_PREFIX}{name.upper()}")
+            if name not in data and raw is not None:
+                found[name] = None if raw.strip().lower() in ("null", "none") else raw
+        return {**found, **data}
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Log the data folder the run works in, once, when the run starts."""
         context.log.info("rsloc data folder: %s", self.data_root())
 
     def data_root(self) -> Path:
-        """The data folder, absolute: `data_dir`, else `RSLOC_DATA_DIR`, else ./data."""
-        return Path(self.data_dir or os.environ.get(DATA_DIR_ENV) or "data").resolve()
+        """The data folder, absolute: `data_dir` (or `RSLOC_DATA_DIR`), else ./data."""
+        return Path(self.data_dir or default_data_dir()).resolve()
 
     def layout(self) -> Layout:
         return Layout(
@@ -117,5 +152,5 @@ class RslocResource(dg.ConfigurableResource):
 
 
 def default_resource() -> RslocResource:
-    """The resource for `dagster dev` and the CLI: the data folder from `RSLOC_DATA_DIR`."""
+    """The resource for `dagster dev`: every field from `RSLOC_<FIELD>` where set."""
     return RslocResource()
