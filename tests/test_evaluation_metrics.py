@@ -69,7 +69,8 @@ def test_score_success_and_acc(rotated_query):
     s = summarise([near, far, lost, missing], total=5)
     assert (s.evaluated, s.within_1_tile, s.within_3_tiles, s.acc) == (4, 1, 2, 1)
     assert s.recall["verified@500"] == 0.25 and s.recall["verified@25"] == 0.0
-    assert summary_line(s).startswith("demo: 1/5 queries within 1 tile; median error ")
+    assert summary_line(s).startswith("1/4 evaluated queries within 1 tile (1 not evaluated); ")
+    assert summary_line(s, "demo").startswith("demo: 1/4 evaluated")
 
 
 def test_stage_metrics_score_each_stage_estimate(rotated_query):

@@ -186,7 +186,7 @@ def evaluation_report(
             "evaluated": s.evaluated,
             "within_1_tile": s.within_1_tile,
             "within_3_tiles": s.within_3_tiles,
-            "acc": s.acc,
+            "acc": round(s.acc / s.evaluated, 3) if s.evaluated else 0.0,
             "median_error_m": s.median_error_m or 0.0,
             "median_corner_error_m": s.median_corner_error_m or 0.0,
             "median_retrieval_error_m": s.median_retrieval_error_m or 0.0,

@@ -16,13 +16,17 @@ from rsloc_assets.layout import ReportFiles, write_atomic, write_table
 from rsloc_assets.records import Localization
 
 
-def summary_line(summary: Summary) -> str:
-    """The demo's closing line."""
+def summary_line(summary: Summary, label: str = "") -> str:
+    """One line: queries within one tile of those evaluated, the ones without a truth to check
+    (not evaluated, not failed), and the median error; `label` (e.g. "demo") leads it."""
     median = "n/a" if summary.median_error_m is None else f"{summary.median_error_m:.0f}"
-    return (
-        f"demo: {summary.within_1_tile}/{summary.queries} queries within 1 tile; "
-        f"median error {median} m"
+    unchecked = summary.queries - summary.evaluated
+    line = (
+        f"{summary.within_1_tile}/{summary.evaluated} evaluated queries within 1 tile"
+        + (f" ({unchecked} not evaluated)" if unchecked else "")
+        + f"; median error {median} m"
     )
+    return f"{label}: {line}" if label else line
 
 
 def _fmt(v: object) -> str:

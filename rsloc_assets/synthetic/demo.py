@@ -92,5 +92,5 @@ def summary_lines(layout: Layout) -> list[str]:
             f"{metres(s.error_m):>8} {metres(s.corner_error_m):>9}  "
             f"{'yes' if s.within_1_tile else 'no'}"
         )
-    lines.append(summary_line(summary))
+    lines.append(summary_line(summary, "demo"))
     return lines
