@@ -222,6 +222,25 @@ def test_query_under_one_tile_of_ground_is_a_recorded_skip(world):
     assert "less than one gallery tile" in meta["reason"].value
 
 
+def test_a_verified_footprint_is_in_its_metadata_rounded(world):
+    layout, _, instance = world
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("verified_localization"),
+            asset_partitions=[layout.query_names()[0]],
+        ),
+        limit=1,
+    ).records
+    meta = {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+    assert meta["method"] == "verified"
+    corners = json.loads(meta["corners_lonlat"])
+    assert len(corners) == 4 and all(len(c) == 2 for c in corners)
+    values = [*json.loads(meta["centre_lonlat"]), *(v for c in corners for v in c)]
+    assert all(round(v, 6) == v for v in values)
+    assert round(meta["error_estimate_m"], 1) == meta["error_estimate_m"]
+    assert meta["seconds"] > 0
+
+
 def test_a_bad_query_fails_its_run_with_the_one_line_reason(world):
     layout, rsloc, instance = world
     image = layout.queries / "badside.png"

@@ -1,6 +1,9 @@
 """The `queries` group: each query's patches → candidates → cliques → localization → verified
 footprint, one partition per query image, and the evaluation over all of them."""
 
+import json
+import time
+
 import dagster as dg
 
 from rsloc_assets.cliques.steps import find_cliques, localize_query
@@ -10,6 +13,7 @@ from rsloc_assets.defs.partitions import queries_partitions
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.evaluation.report import markdown_table, md_table, summary_line
 from rsloc_assets.evaluation.steps import evaluate
+from rsloc_assets.records import Localization
 from rsloc_assets.retrieval.steps import find_candidates, prepare_query
 from rsloc_assets.verification.steps import verify_query
 
@@ -106,7 +110,7 @@ def cliques(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.Mater
             "hypotheses": summary.hypotheses,
             "best_hypothesis_support": summary.best_support,
             "truncated": summary.truncated,
-            "ms": round(summary.ms, 2),
+            "seconds": round(summary.ms / 1000, 3),
         }
     )
 
@@ -115,19 +119,34 @@ def cliques(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.Mater
 @fails_in_one_line
 def localization(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
     """Where the query is: centre, heading, turned footprint, confidence and the method used."""
+    start = time.perf_counter()
     loc = localize_query(rsloc.layout(), context.partition_key, rsloc.vote_top)
-    context.log.info("%s: %s at %s, %s", loc.query, loc.method, loc.centre_lon, loc.centre_lat)
+    context.log.info("%s: %s at %s", loc.query, loc.method, _place(loc)["centre_lonlat"])
     return dg.MaterializeResult(
         metadata={
             "method": str(loc.method),
-            "centre_lonlat": str([loc.centre_lon, loc.centre_lat]),
+            **_place(loc),
             "confidence": round(loc.confidence, 3),
             "support": loc.support,
             "patches": loc.patches,
-            "error_estimate_m": loc.error_m or 0.0,
             "reason": loc.reason or "none",
+            "seconds": round(time.perf_counter() - start, 3),
         }
     )
+
+
+def _place(loc: Localization) -> dict[str, str | float]:
+    """An estimate's centre and corners (lon/lat to 6 decimals, ≈ 0.1 m) and error estimate (to
+    0.1 m), as metadata."""
+
+    def lonlat(lon: float | None, lat: float | None) -> list[float | None]:
+        return [None if v is None else round(v, 6) for v in (lon, lat)]
+
+    return {
+        "centre_lonlat": json.dumps(lonlat(loc.centre_lon, loc.centre_lat)),
+        "corners_lonlat": json.dumps([lonlat(*c) for c in loc.corners_lonlat]),
+        "error_estimate_m": round(loc.error_m or 0.0, 1),
+    }
 
 
 @dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[localization])
@@ -154,10 +173,10 @@ def verified_localization(
         context.log.warning("%s: %s", loc.query, loc.reason)
     metadata = {
         "method": str(loc.method),
-        "centre_lonlat": str([loc.centre_lon, loc.centre_lat]),
+        **_place(loc),
         "agreeing_patches": loc.support,
-        "error_estimate_m": loc.error_m or 0.0,
         "hypotheses_tried": len(record.hypotheses_tried),
+        "seconds": round(record.seconds, 2),
     }
     if fp is not None:
         metadata |= {
