@@ -385,12 +385,18 @@ class Layout:
         return sorted(names)
 
     def query_stamps(self) -> dict[str, int]:
-        """Each query image's partition name and modification time (ns); an image that cannot be
-        told apart (two of one name) or links outside `queries/` is logged and left out."""
+        """Each query's partition name and the latest modification time (ns) of its image and
+        `<name>.json` sidecar; an image that cannot be told apart (two of one name) or links
+        outside `queries/` is logged and left out."""
         stamps = {}
         for name in self.query_names():
             try:
-                stamps[name] = self.query_file(name).stat().st_mtime_ns
+                image = self.query_file(name)
+                sidecar = image.with_suffix(".json")
+                times = [image.stat().st_mtime_ns]
+                if sidecar.is_file():
+                    times.append(sidecar.stat().st_mtime_ns)
+                stamps[name] = max(times)
             except (FileNotFoundError, ValueError) as err:
                 log.warning("query %s left out: %s", name, err)
         return stamps

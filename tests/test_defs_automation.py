@@ -41,6 +41,36 @@ def test_sensor_registers_new_and_changed_query_images(small_world, tmp_path):
     assert [r.partition_key for r in again.run_requests] == [names[0]]
     assert not again.dynamic_partitions_requests
 
+    sidecar = path.with_suffix(".json")
+    sidecar.write_text('{"gsd_m": 7.6}')  # a new sidecar is a change too
+    later_ns = path.stat().st_mtime_ns + 10**9
+    os.utime(sidecar, ns=(later_ns, later_ns))
+    try:
+        later = new_query_files(
+            dg.build_sensor_context(
+                instance=instance, cursor=again.cursor, resources={"rsloc": rsloc}
+            )
+        )
+    finally:
+        sidecar.unlink()
+    assert [r.partition_key for r in later.run_requests] == [names[0]]
+
     empty = RslocResource(data_dir=str(tmp_path))
     skip = new_query_files(dg.build_sensor_context(instance=instance, resources={"rsloc": empty}))
     assert isinstance(skip, dg.SkipReason)
+
+
+def test_a_fresh_cursor_reruns_nothing_already_localized(small_world):
+    """On a fresh instance's first tick (empty cursor) the images are registered, but a partition
+    localized after its image last changed is not run again."""
+    layout, rsloc = small_world
+    instance = dg.DagsterInstance.ephemeral()
+    names = layout.query_names()
+    instance.add_dynamic_partitions(queries_partitions.name, names)
+    for name in names[1:]:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key="verified_localization", partition=name)
+        )
+    result = new_query_files(dg.build_sensor_context(instance=instance, resources={"rsloc": rsloc}))
+    assert [r.partition_key for r in result.run_requests] == names[:1]
+    assert not result.dynamic_partitions_requests

@@ -56,16 +56,42 @@ def register_queries(instance: dg.DagsterInstance, layout: Layout) -> list[str]:
     return new
 
 
-@dg.sensor(job=localize_query_job, minimum_interval_seconds=30)
+def latest_localizations(instance: dg.DagsterInstance, names: list[str]) -> dict[str, float]:
+    """Each named partition's latest `verified_localization` materialization time (Unix s)."""
+    if not names:
+        return {}
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=verified_localization.key, asset_partitions=names),
+        limit=len(names) * 20,
+    ).records
+    latest: dict[str, float] = {}
+    for record in records:
+        name = record.partition_key
+        if name is not None:
+            latest[name] = max(latest.get(name, 0.0), record.timestamp)
+    return latest
+
+
+@dg.sensor(
+    job=localize_query_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="A partition and a run for each query image that is new, or whose image or "
+    "<name>.json sidecar changed since its partition was last localized",
+)
 def new_query_files(context: dg.SensorEvaluationContext, rsloc: RslocResource):
-    """A partition and a run for each new query image in `queries/`; a rerun when one changes."""
+    """Register every query image as a partition and localize the ones that are new or changed
+    (image or sidecar newer than the partition's latest `verified_localization`); on a fresh
+    instance's first tick nothing already localized is run again."""
     seen = json.loads(context.cursor) if context.cursor else {}
     stamps = rsloc.layout().query_stamps()
-    due = [name for name, stamp in stamps.items() if seen.get(name) != stamp]
-    if not due:
-        return dg.SkipReason(f"no new or changed query images in {rsloc.layout().queries}")
+    changed = [name for name, stamp in stamps.items() if seen.get(name) != stamp]
     known = set(context.instance.get_dynamic_partitions(queries_partitions.name))
-    new = [name for name in due if name not in known]
+    latest = latest_localizations(context.instance, [n for n in changed if n in known])
+    due = [n for n in changed if n not in latest or stamps[n] / 1e9 > latest[n]]
+    new = [name for name in stamps if name not in known]
+    if not due and not new:
+        return dg.SkipReason(f"no new or changed query images in {rsloc.layout().queries}")
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(partition_key=name, run_key=f"{name}@{stamps[name]}") for name in due
