@@ -1,4 +1,5 @@
-"""The query sensor: a run for each new or changed query image, nothing otherwise."""
+"""Automation: a run for each new or changed query image, nothing otherwise; evaluation after
+query runs."""
 
 import os
 
@@ -74,3 +75,18 @@ def test_a_fresh_cursor_reruns_nothing_already_localized(small_world):
     result = new_query_files(dg.build_sensor_context(instance=instance, resources={"rsloc": rsloc}))
     assert [r.partition_key for r in result.run_requests] == names[:1]
     assert not result.dynamic_partitions_requests
+
+
+def test_evaluation_follows_a_query_run():
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(queries_partitions.name, ["a", "b"])
+    before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key="verified_localization", partition="a")
+    )
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+    assert after.get_num_requested(dg.AssetKey("evaluation")) == 1
+    again = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after.cursor)
+    assert before.total_requested == 0  # nothing localized yet: nothing to evaluate
+    assert after.total_requested == 1  # evaluation only, no query is re-run
+    assert again.get_num_requested(dg.AssetKey("evaluation")) == 0  # once per update

@@ -4,6 +4,7 @@ import dagster as dg
 
 from rsloc_assets.defs import gallery, queries
 from rsloc_assets.defs.automation import (
+    evaluation_after_queries,
     localize_query_job,
     new_query_files,
     nightly_gallery_refresh,
@@ -15,7 +16,7 @@ defs = dg.Definitions(
     assets=dg.load_assets_from_modules([gallery, queries]),
     jobs=[localize_query_job, refresh_gallery_job],
     schedules=[nightly_gallery_refresh],
-    sensors=[new_query_files],
+    sensors=[new_query_files, evaluation_after_queries],
     resources={"rsloc": default_resource()},
     # One process per run: steps share the loaded encoder instead of re-importing torch each.
     executor=dg.in_process_executor,

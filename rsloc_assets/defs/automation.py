@@ -99,3 +99,12 @@ def new_query_files(context: dg.SensorEvaluationContext, rsloc: RslocResource):
         dynamic_partitions_requests=[queries_partitions.build_add_request(new)] if new else [],
         cursor=json.dumps(stamps),
     )
+
+
+evaluation_after_queries = dg.AutomationConditionSensorDefinition(
+    "evaluation_after_queries",
+    target=dg.AssetSelection.assets("evaluation"),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description="Re-materializes `evaluation` after query runs (its automation condition)",
+)

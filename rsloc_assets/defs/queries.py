@@ -188,7 +188,21 @@ def verified_localization(
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(name="evaluation", group_name=QUERIES, deps=[verified_localization])
+# Evaluation follows every query run: as soon as any query's localization is new, once no
+# evaluation is in progress; queries skipped or never run do not hold it back.
+AFTER_QUERIES = (
+    dg.AutomationCondition.eager()
+    .without(~dg.AutomationCondition.any_deps_missing())
+    .with_label("after any query is localized")
+)
+
+
+@dg.asset(
+    name="evaluation",
+    group_name=QUERIES,
+    deps=[verified_localization],
+    automation_condition=AFTER_QUERIES,
+)
 @fails_in_one_line
 def evaluation_report(
     context: dg.AssetExecutionContext, rsloc: RslocResource
