@@ -1,16 +1,24 @@
 """Stage 1's candidates over several headings: one batched search of every patch × heading vector,
 merged to each tile's best heading per patch and ranked again."""
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from rsloc_assets.gallery.manifest import write_manifest
 from rsloc_assets.grids import get_grid
 from rsloc_assets.layout import Layout
 from rsloc_assets.records import CANDIDATE_SCHEMA, SEARCH_SCHEMA, GalleryInfo, PatchMeta
-from rsloc_assets.retrieval.steps import best_headings, find_candidates, voted_heading
+from rsloc_assets.retrieval import steps
+from rsloc_assets.retrieval.steps import (
+    best_headings,
+    find_candidates,
+    prepare_query,
+    voted_heading,
+)
 from rsloc_assets.retrieval.store import TileStore, tile_schema, vector_array
 
 DIM = 32
@@ -153,3 +161,20 @@ def test_candidates_come_from_the_queries_voted_heading(tmp_path):
     )
     with pytest.raises(ValueError, match="predates per-heading vectors"):
         find_candidates(layout, "q", store, top_k=10)
+
+
+def test_a_query_is_cut_and_embedded_in_chunks_timed_as_a_whole(small_layout, effnet, monkeypatch):
+    """Chunks of `EMBED_CHUNK` patches give the vectors one batch gives; the recorded seconds are
+    the step's own."""
+    write_manifest(small_layout, None, None)
+    name = small_layout.query_names()[0]
+    levels = small_layout.gallery_levels()
+    whole = prepare_query(small_layout, name, levels, effnet, headings=2)
+    monkeypatch.setattr(steps, "EMBED_CHUNK", 5)
+    start = time.perf_counter()
+    chunked = prepare_query(small_layout, name, levels, effnet, headings=2)
+    took = time.perf_counter() - start
+    assert chunked.table.num_rows == whole.table.num_rows > 5
+    flat = [r.table["vector"].combine_chunks().flatten().flatten() for r in (chunked, whole)]
+    np.testing.assert_allclose(flat[0].to_numpy(), flat[1].to_numpy(), atol=1e-5)
+    assert 0 < chunked.seconds <= took

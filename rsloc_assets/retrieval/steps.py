@@ -161,9 +161,9 @@ def prepare_query(
         log.warning("skipping: %s", reason)
     vectors = np.zeros((table.num_rows, len(turns), encoder.dim), np.float32)
     valid = np.zeros((table.num_rows, len(turns)), np.float32)
-    for start in range(0, table.num_rows, EMBED_CHUNK):
-        part = table.slice(start, EMBED_CHUNK)
-        rows = slice(start, start + part.num_rows)
+    for first in range(0, table.num_rows, EMBED_CHUNK):
+        part = table.slice(first, EMBED_CHUNK)
+        rows = slice(first, first + part.num_rows)
         for i, turn in enumerate(turns):
             views, valid[rows, i] = heading_views(query, part, plan, turn)
             if len(views):
