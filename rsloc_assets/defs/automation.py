@@ -44,6 +44,7 @@ nightly_gallery_refresh = dg.ScheduleDefinition(
     job=refresh_gallery_job,
     cron_schedule="0 3 * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Re-reads the gallery at 03:00 and embeds only the tiles that changed",
 )
 
 

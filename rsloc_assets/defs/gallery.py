@@ -12,7 +12,7 @@ from rsloc_assets.retrieval.steps import refresh_tile_embeddings
 GALLERY = "gallery"
 
 
-@dg.asset(group_name=GALLERY)
+@dg.asset(group_name=GALLERY, kinds={"sqlite", "parquet"})
 @fails_in_one_line
 def gallery_tiles(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
     """The gallery's tiles at its working levels (`zoom`, default every level it holds): one row
@@ -42,7 +42,7 @@ def gallery_tiles(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
     )
 
 
-@dg.asset(group_name=GALLERY, deps=[gallery_tiles])
+@dg.asset(group_name=GALLERY, deps=[gallery_tiles], kinds={"pytorch"})
 @fails_in_one_line
 def gallery_adapter(
     context: dg.AssetExecutionContext, rsloc: RslocResource
@@ -65,7 +65,7 @@ def gallery_adapter(
     )
 
 
-@dg.asset(group_name=GALLERY, deps=[gallery_adapter])
+@dg.asset(group_name=GALLERY, deps=[gallery_adapter], kinds={"pytorch"})
 @fails_in_one_line
 def descriptor_model(
     context: dg.AssetExecutionContext, rsloc: RslocResource
@@ -97,6 +97,7 @@ def descriptor_model(
 @dg.asset(
     group_name=GALLERY,
     deps=[gallery_tiles, descriptor_model],
+    kinds={"lancedb", "pytorch"},
     check_specs=[
         dg.AssetCheckSpec(
             "embeddings_valid",

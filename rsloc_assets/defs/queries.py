@@ -20,7 +20,12 @@ from rsloc_assets.verification.steps import verify_query
 QUERIES = "queries"
 
 
-@dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[gallery_tiles])
+@dg.asset(
+    group_name=QUERIES,
+    partitions_def=queries_partitions,
+    deps=[gallery_tiles],
+    kinds={"gdal", "pytorch"},
+)
 @fails_in_one_line
 def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
     """A query cut into gallery-mosaic-sized patches on a regular grid for the gallery level
@@ -55,7 +60,14 @@ def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
     group_name=QUERIES,
     partitions_def=queries_partitions,
     deps=[query_patches, tile_embeddings],
-    check_specs=[dg.AssetCheckSpec("candidates_valid", asset="candidates")],
+    kinds={"lancedb"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "candidates_valid",
+            asset="candidates",
+            description="At least one candidate, every cosine score within [-1, 1]",
+        )
+    ],
 )
 @fails_in_one_line
 def candidates(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
@@ -84,7 +96,7 @@ def candidates(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.Ma
     )
 
 
-@dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[candidates])
+@dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[candidates], kinds={"c"})
 @fails_in_one_line
 def cliques(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
     """Spatio-geographic maximal cliques of a query's candidates (native library via cffi) and
@@ -115,7 +127,7 @@ def cliques(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.Mater
     )
 
 
-@dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[cliques])
+@dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[cliques], kinds={"python"})
 @fails_in_one_line
 def localization(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
     """Where the query is: centre, heading, turned footprint, confidence and the method used."""
@@ -149,7 +161,12 @@ def _place(loc: Localization) -> dict[str, str | float]:
     }
 
 
-@dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[localization])
+@dg.asset(
+    group_name=QUERIES,
+    partitions_def=queries_partitions,
+    deps=[localization],
+    kinds={"opencv", "geojson"},
+)
 @fails_in_one_line
 def verified_localization(
     context: dg.AssetExecutionContext, rsloc: RslocResource
@@ -202,6 +219,7 @@ AFTER_QUERIES = (
     group_name=QUERIES,
     deps=[verified_localization],
     automation_condition=AFTER_QUERIES,
+    kinds={"parquet"},
 )
 @fails_in_one_line
 def evaluation_report(
