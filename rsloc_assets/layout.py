@@ -226,11 +226,12 @@ class QueryWork:
 
 @dataclass(frozen=True)
 class ReportFiles:
-    """The evaluation report: Markdown, the per-query Parquet table and the map."""
+    """The evaluation report: Markdown, the per-query Parquet table, the map and the layer."""
 
     markdown: Path
     table: Path
     map: Path
+    footprints: Path  # every query's estimated footprint, one GeoJSON layer (opens in QGIS)
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,7 @@ class Layout:
             self.reports / "evaluation.md",
             self.reports / "evaluation.parquet",
             self.reports / "map.png",
+            self.reports / "footprints.geojson",
         )
 
     @property

@@ -9,7 +9,7 @@ import dagster as dg
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from osgeo import gdal
+from osgeo import gdal, ogr
 
 from rsloc_assets.defs import defs
 from rsloc_assets.defs.partitions import queries_partitions
@@ -99,6 +99,22 @@ def test_most_queries_land_within_one_tile(world):
     assert within > len(scores) / 2, scores
     assert (layout.reports / "map.png").stat().st_size > 10_000
     assert "within 1 tile" in (layout.reports / "evaluation.md").read_text()
+
+
+def test_all_footprints_are_one_layer_that_ogr_opens(world):
+    """QGIS reads what OGR reads: one polygon per localized query with its method and errors."""
+    layout, _, _ = world
+    source = ogr.Open(str(layout.report.footprints))
+    assert source is not None and source.GetLayerCount() == 1
+    layer = source.GetLayer(0)
+    features = list(layer)
+    assert len(features) == len(layout.query_names())
+    for feature in features:
+        assert feature.GetGeometryRef().GetGeometryName() == "POLYGON"
+        assert feature.GetField("method") in {"verified", "clique", "retrieval-vote"}
+        assert feature.GetField("error_m") is not None
+    verified = [f for f in features if f.GetField("method") == "verified"]
+    assert verified and all(f.GetField("error_m") < 100 for f in verified)
 
 
 def test_verified_footprints_beat_retrieval_alone(world):

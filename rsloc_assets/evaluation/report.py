@@ -14,6 +14,7 @@ from rsloc_assets.evaluation.metrics import QueryScore, Summary
 from rsloc_assets.evaluation.truth import Truth
 from rsloc_assets.layout import ReportFiles, write_atomic, write_table
 from rsloc_assets.records import Localization
+from rsloc_assets.verification.footprint import closed_ring
 
 
 def summary_line(summary: Summary, label: str = "") -> str:
@@ -130,6 +131,32 @@ def write_report(
     text = "\n".join(lines) + "\n"
     write_atomic(files.markdown, lambda tmp: Path(tmp).write_text(text))
     write_atomic(files.map, lambda tmp: plot_map(Path(tmp), locs, truths))
+
+
+def footprint_layer(estimates: dict[str, Localization], scores: Sequence[QueryScore]) -> dict:
+    """One RFC 7946 FeatureCollection of every localized query's footprint (a closed ring), with
+    its method, support, error estimate and, where evaluated, its error against the truth."""
+    errors = {s.query: s.error_m for s in scores}
+    features = []
+    for name, loc in sorted(estimates.items()):
+        if len(loc.corners_lonlat) < 3:
+            continue
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": [closed_ring(loc.corners_lonlat)]},
+                "properties": {
+                    "query": name,
+                    "method": str(loc.method),
+                    "support": loc.support,
+                    "patches": loc.patches,
+                    "confidence": round(loc.confidence, 3),
+                    "error_estimate_m": None if loc.error_m is None else round(loc.error_m, 1),
+                    "error_m": None if errors.get(name) is None else round(errors[name], 1),
+                },
+            }
+        )
+    return {"type": "FeatureCollection", "features": features}
 
 
 def plot_map(path: Path, locs: dict[str, Localization], truths: dict[str, Truth]) -> None:

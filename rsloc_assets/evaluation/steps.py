@@ -14,9 +14,9 @@ from rsloc_assets.evaluation.metrics import (
     score_query,
     summarise,
 )
-from rsloc_assets.evaluation.report import write_report
+from rsloc_assets.evaluation.report import footprint_layer, write_report
 from rsloc_assets.evaluation.truth import read_truth
-from rsloc_assets.layout import Layout, ReportFiles, table_meta
+from rsloc_assets.layout import Layout, ReportFiles, table_meta, write_json
 from rsloc_assets.records import GalleryInfo, Stage, Step, Verification
 
 
@@ -63,14 +63,16 @@ def read_evidence(
 
 
 def evaluate(layout: Layout) -> EvaluationResult:
-    """Score every query in `queries/` that has been verified and has a georeference to check."""
+    """Score every query in `queries/` that has been verified and has a georeference to check;
+    write the report and one layer of every localized query's footprint."""
     names = layout.query_names()
-    scores, skipped, locs, truths = [], {}, {}, {}
+    scores, skipped, locs, truths, estimates = [], {}, {}, {}, {}
     for name in names:
         verification = layout.query(name).verification()
         if verification is None:
             skipped[name] = "not localized yet"
             continue
+        estimates[name] = verification.estimate
         truth = read_truth(layout.query_file(name))
         if truth is None:
             skipped[name] = "no georeference to take the truth from"
@@ -80,4 +82,5 @@ def evaluate(layout: Layout) -> EvaluationResult:
         locs[name], truths[name] = evidence.final, truth
     summary = summarise(scores, len(names))
     write_report(layout.report, scores, summary, skipped, locs, truths)
+    write_json(layout.report.footprints, footprint_layer(estimates, scores))
     return EvaluationResult(scores, summary, skipped, layout.report)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
@@ -160,14 +161,19 @@ def fit_footprint(
     )
 
 
-def footprint_geojson(query: str, fp: Footprint, properties: dict | None = None) -> dict:
-    """RFC 7946 FeatureCollection: the footprint polygon (closed, counter-clockwise) and its
-    centre point, both carrying the query name, the fit's figures and `properties`."""
-    ring = [[float(lon), float(lat)] for lon, lat in fp.corners_lonlat]
+def closed_ring(corners_lonlat: Sequence[tuple[float, float]]) -> list[list[float]]:
+    """A polygon's corners as a GeoJSON exterior ring: counter-clockwise (RFC 7946), closed."""
+    ring = [[float(lon), float(lat)] for lon, lat in corners_lonlat]
     x, y = np.array(ring).T
     if np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y) < 0:  # shoelace: clockwise
         ring.reverse()
-    ring.append(ring[0])
+    return [*ring, ring[0]]
+
+
+def footprint_geojson(query: str, fp: Footprint, properties: dict | None = None) -> dict:
+    """RFC 7946 FeatureCollection: the footprint polygon (closed, counter-clockwise) and its
+    centre point, both carrying the query name, the fit's figures and `properties`."""
+    ring = closed_ring(fp.corners_lonlat)
     props = {
         **{k: _plain(v) for k, v in (properties or {}).items()},
         "query": query,
