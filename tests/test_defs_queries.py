@@ -14,6 +14,7 @@ from osgeo import gdal, ogr
 from rsloc_assets.defs import defs
 from rsloc_assets.defs.partitions import queries_partitions
 from rsloc_assets.defs.resources import RslocResource
+from rsloc_assets.evaluation.preview import PREVIEW_PX, preview_markdown, preview_png
 from rsloc_assets.evaluation.truth import read_truth
 from rsloc_assets.geodesy import distance_m
 from rsloc_assets.layout import Layout
@@ -302,3 +303,19 @@ def test_a_turned_query_localizes_with_its_corners_in_place(world, name):
     assert score["method"] == "verified" and score["corner_error_m"] < 30.0, score
     turn = work.verification().footprint["rotation_deg"]
     assert abs((turn - TURNED[name] + 180) % 360 - 180) < 2.0
+
+
+def test_the_preview_shows_the_query_beside_the_gallery_under_its_footprint(world):
+    layout, _, _ = world
+    name = layout.query_names()[0]
+    record = layout.query(name).verification()
+    truth = read_truth(layout.query_file(name))
+    png = preview_png(layout, name, record.estimate.corners_lonlat, truth.corners_lonlat)
+    image = cv2.cvtColor(
+        cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
+    )
+    assert image.shape[0] == PREVIEW_PX and image.shape[1] > 2 * PREVIEW_PX * 0.6
+    red = (image[..., 0] > 200) & (image[..., 1] < 80) & (image[..., 2] < 80)
+    green = (image[..., 1] > 170) & (image[..., 0] < 80) & (image[..., 2] < 100)
+    assert red.sum() > 100 and green.sum() > 100  # both outlines drawn
+    assert preview_markdown(png, name).startswith(f"![{name}](data:image/png;base64,")

@@ -11,8 +11,10 @@ from rsloc_assets.defs.failures import fails_in_one_line
 from rsloc_assets.defs.gallery import gallery_tiles, tile_embeddings
 from rsloc_assets.defs.partitions import queries_partitions
 from rsloc_assets.defs.resources import RslocResource
+from rsloc_assets.evaluation.preview import preview_markdown, preview_png
 from rsloc_assets.evaluation.report import markdown_table, md_table, summary_line
 from rsloc_assets.evaluation.steps import evaluate
+from rsloc_assets.evaluation.truth import read_truth
 from rsloc_assets.records import Localization
 from rsloc_assets.retrieval.steps import find_candidates, prepare_query
 from rsloc_assets.verification.steps import verify_query
@@ -173,7 +175,8 @@ def verified_localization(
 ) -> dg.MaterializeResult:
     """The query's footprint on the ground from SIFT + MAC + homography verification of stage 2's
     ranked hypotheses (GeoJSON + JSON; the winner is the one most patches agree with), or the
-    stage-2 estimate recorded as not verified."""
+    stage-2 estimate recorded as not verified; its metadata shows the query beside the gallery
+    under the footprint (the truth too, when the query's georeference gives it)."""
     # The re-check's threshold (VerifyParams.min_similarity) was measured on the encoder's own
     # global embedding, not on the gallery-fitted descriptor.
     encoder = rsloc.base_encoder() if rsloc.verify_recheck else None
@@ -195,6 +198,12 @@ def verified_localization(
         "hypotheses_tried": len(record.hypotheses_tried),
         "seconds": round(record.seconds, 2),
     }
+    if len(loc.corners_lonlat) >= 3:
+        truth = read_truth(layout.query_file(loc.query))
+        png = preview_png(
+            layout, loc.query, loc.corners_lonlat, truth.corners_lonlat if truth else ()
+        )
+        metadata["preview"] = dg.MetadataValue.md(preview_markdown(png, loc.query))
     if fp is not None:
         metadata |= {
             "hypothesis": record.hypothesis,

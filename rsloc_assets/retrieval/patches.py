@@ -153,6 +153,22 @@ def read_query(path: str | Path, ref_lat: float) -> QueryImage:
     return QueryImage(path.stem, path, rgb, valid, gsd_xy)
 
 
+def thumbnail(path: Path, size: int) -> np.ndarray:
+    """The image as RGB uint8 at most `size` px a side, read decimated by GDAL (any image size)."""
+    ds = gdal.Open(str(path))
+    bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
+    alpha = [b for b in bands if b.GetColorInterpretation() == gdal.GCI_AlphaBand]
+    colour = ([b for b in bands if b not in alpha] * 3)[:3]
+    scale = max(1.0, max(ds.RasterXSize, ds.RasterYSize) / size)
+    out = {"buf_xsize": max(1, round(ds.RasterXSize / scale))}
+    out["buf_ysize"] = max(1, round(ds.RasterYSize / scale))
+    data = np.stack([b.ReadAsArray(**out) for b in colour], axis=-1).astype(np.float32)
+    if colour[0].DataType != gdal.GDT_Byte:
+        lo, hi = _stretch_range(ds, colour, alpha)
+        data = (data - lo) * (255.0 / max(hi - lo, 1e-9))
+    return np.clip(data, 0, 255).astype(np.uint8)
+
+
 def _read_rgb(ds: gdal.Dataset) -> tuple[np.ndarray, np.ndarray]:
     """The image as RGB uint8 and its validity, read `READ_ROWS` rows at a time in the bands'
     own type, so that reading needs little beyond the 4 bytes per pixel of what it returns."""
