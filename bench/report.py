@@ -72,6 +72,11 @@ def _mean_recall(figures: dict, key: str) -> str:
     return _fmt(sum(values) / len(values) if values else None)
 
 
+def _repo_relative(text: str) -> str:
+    """`text` with this checkout's absolute path removed (results name folders inside it)."""
+    return text.replace(f"{Path(__file__).resolve().parents[1]}/", "")
+
+
 def descriptors_section(results: dict[str, dict]) -> list[str]:
     """Patch recall of the true tile per descriptor option (`bench.descriptors`)."""
     present = {k: v for k, v in results.items() if k.startswith("descriptors")}
@@ -80,15 +85,23 @@ def descriptors_section(results: dict[str, dict]) -> list[str]:
     lines = ["## Stage 1: descriptor options", ""]
     for record in present.values():
         for run in record["figures"]["runs"]:
+            projected = "projected_near_at_k" in run["options"][0]
             lines += [
-                f"### {run['source']}"
+                f"### {_repo_relative(run['source'])}"
                 + (f", seed {run['seed']}" if run["seed"] is not None else ""),
                 "",
                 provenance(record),
                 "",
                 f"{run['gallery_tiles']} gallery tiles, {run['queries']} queries "
-                f"({run['queries_made']}), {run['patches']} patches; exact = the true tile, "
-                "near = it or one of its 8 neighbours.",
+                f"({_repo_relative(run['queries_made'])}), {run['patches']} patches; exact = the "
+                "true tile, near = it or one of its 8 neighbours"
+                + (
+                    "; near_at_k = near in the top K (the resource's top_k, 2,000), "
+                    "projected_near_at_k = that recall projected to 824,796 tiles (method in "
+                    "the gallery-size projection below)."
+                    if projected
+                    else "."
+                ),
                 "",
                 md_table(run["options"]),
                 "",
