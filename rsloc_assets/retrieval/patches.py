@@ -156,22 +156,17 @@ def read_query(path: str | Path, ref_lat: float) -> QueryImage:
 def thumbnail(path: Path, size: int) -> np.ndarray:
     """The image as RGB uint8 at most `size` px a side, read decimated by GDAL (any image size)."""
     ds = gdal.Open(str(path))
-    bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
-    alpha = [b for b in bands if b.GetColorInterpretation() == gdal.GCI_AlphaBand]
-    colour = ([b for b in bands if b not in alpha] * 3)[:3]
-    scale = max(1.0, max(ds.RasterXSize, ds.RasterYSize) / size)
-    out = {"buf_xsize": max(1, round(ds.RasterXSize / scale))}
-    out["buf_ysize"] = max(1, round(ds.RasterYSize / scale))
-    data = np.stack([b.ReadAsArray(**out) for b in colour], axis=-1).astype(np.float32)
+    colour, alpha = _bands(ds)
+    shape = _decimated(ds, size)
+    data = np.stack([b.ReadAsArray(**shape) for b in colour], axis=-1).astype(np.float32)
     if colour[0].DataType != gdal.GDT_Byte:
         lo, hi = _stretch_range(ds, colour, alpha)
         data = (data - lo) * (255.0 / max(hi - lo, 1e-9))
     return np.clip(data, 0, 255).astype(np.uint8)
 
 
-def _read_rgb(ds: gdal.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """The image as RGB uint8 and its validity, read `READ_ROWS` rows at a time in the bands'
-    own type, so that reading needs little beyond the 4 bytes per pixel of what it returns."""
+def _bands(ds: gdal.Dataset) -> tuple[list[gdal.Band], list[gdal.Band]]:
+    """The three bands read as RGB (a grey image's one band thrice) and the alpha bands."""
     bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
     alpha = [b for b in bands if b.GetColorInterpretation() == gdal.GCI_AlphaBand]
     colour = [b for b in bands if b not in alpha][:3]
@@ -179,6 +174,22 @@ def _read_rgb(ds: gdal.Dataset) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{ds.GetDescription()}: no colour band")
     while len(colour) < 3:
         colour.append(colour[0])
+    return colour, alpha
+
+
+def _decimated(ds: gdal.Dataset, size: int) -> dict[str, int]:
+    """`ReadAsArray` buffer sizes that read the whole image at most `size` px a side."""
+    scale = max(1.0, max(ds.RasterXSize, ds.RasterYSize) / size)
+    return {
+        "buf_xsize": max(1, round(ds.RasterXSize / scale)),
+        "buf_ysize": max(1, round(ds.RasterYSize / scale)),
+    }
+
+
+def _read_rgb(ds: gdal.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The image as RGB uint8 and its validity, read `READ_ROWS` rows at a time in the bands'
+    own type, so that reading needs little beyond the 4 bytes per pixel of what it returns."""
+    colour, alpha = _bands(ds)
     width, height = ds.RasterXSize, ds.RasterYSize
     stretch = None if colour[0].DataType == gdal.GDT_Byte else _stretch_range(ds, colour, alpha)
     rgb = np.zeros((height, width, 3), np.uint8)
@@ -222,9 +233,7 @@ def _stretch_range(
 ) -> tuple[float, float]:
     """The 2–98 % range of non-byte imagery's valid values, from a read of at most
     `STRETCH_SAMPLE_PX` per side (GDAL decimates), to stretch it linearly to 0–255."""
-    scale = max(1.0, max(ds.RasterXSize, ds.RasterYSize) / STRETCH_SAMPLE_PX)
-    size = {"buf_xsize": max(1, round(ds.RasterXSize / scale))}
-    size["buf_ysize"] = max(1, round(ds.RasterYSize / scale))
+    size = _decimated(ds, STRETCH_SAMPLE_PX)
     sample = [b.ReadAsArray(**size) for b in colour]
     ok = _block_valid(sample, colour, alpha[0].ReadAsArray(**size) if alpha else None)
     if not ok.any():
