@@ -1,5 +1,6 @@
 """The gallery group: a refresh embeds only what changed; corrupt tiles are recorded skips."""
 
+import re
 import sqlite3
 
 import dagster as dg
@@ -107,6 +108,7 @@ def test_a_refit_descriptor_embeds_into_a_new_table(small_layout):
     result, events = materialize_fitted(rsloc, fitted)
     assert result.success
     version = events["descriptor_model"]["version"]
+    assert re.search(r"\| \d+\.\d{6} \|", events["gallery_tiles"]["preview"])  # lon/lat, ≈ 0.1 m
     assert events["descriptor_model"]["dimension"] == 8
     assert events["tile_embeddings"]["tables"] == f"effnetl2_grid3_w8_{version}_ge_z15"
     assert events["tile_embeddings"]["embedded"] == events["tile_embeddings"]["rows"]

@@ -1,6 +1,7 @@
 """The `gallery` group: the gallery's manifest and its tiles' embeddings in LanceDB."""
 
 import dagster as dg
+import pyarrow as pa
 
 from rsloc_assets.defs.failures import fails_in_one_line
 from rsloc_assets.defs.resources import RslocResource
@@ -37,9 +38,17 @@ def gallery_tiles(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
             "times": str(result.times[-10:]),
             "extent_lonlat": str([extent.west, extent.south, extent.east, extent.north]),
             "gallery": dg.MetadataValue.path(str(layout.gallery)),
-            "preview": dg.MetadataValue.md(md_table(manifest.slice(0, 5).to_pylist())),
+            "preview": dg.MetadataValue.md(md_table(_lonlat_rows(manifest.slice(0, 5)))),
         }
     )
+
+
+def _lonlat_rows(table: pa.Table) -> list[dict]:
+    """Manifest rows with their degrees written to 6 decimals (≈ 0.1 m), for a preview table."""
+    return [
+        {k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()}
+        for row in table.to_pylist()
+    ]
 
 
 @dg.asset(group_name=GALLERY, deps=[gallery_tiles], kinds={"pytorch"})
