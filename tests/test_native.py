@@ -60,31 +60,13 @@ def sanitizers(tmp_path_factory) -> None:
         )
 
 
-def test_library_is_clean_under_asan_and_ubsan(sanitizers, tmp_path):
-    built = compile_c([*SANITIZE, f"-I{NATIVE}", *SOURCES, DRIVER, "-lm", "-o", "driver"], tmp_path)
+def run_sanitized(driver: Path, args: list[str], tmp_path: Path) -> str:
+    """Build the library with `driver` under ASan + UBSan, run it with `args`, and return its
+    stdout once it exited cleanly with no sanitizer finding."""
+    built = compile_c([*SANITIZE, f"-I{NATIVE}", *SOURCES, driver, "-lm", "-o", "driver"], tmp_path)
     assert built.returncode == 0, built.stderr
     ran = subprocess.run(
-        [str(tmp_path / "driver")],
-        env={**os.environ, **ENV},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    output = ran.stdout + ran.stderr
-    assert ran.returncode == 0, output
-    assert not [f for f in FINDINGS if f in output], output
-    assert "all checks passed" in ran.stdout
-
-
-@pytest.mark.faults
-def test_random_calls_keep_the_api_contract_under_asan_and_ubsan(sanitizers, tmp_path):
-    """Random sizes, NaN/inf, out-of-range ids and parameters, NULL and short error buffers: every
-    call returns a documented status and a well-formed or zeroed result, nothing leaks."""
-    built = compile_c([*SANITIZE, f"-I{NATIVE}", *SOURCES, FUZZ, "-lm", "-o", "fuzz"], tmp_path)
-    assert built.returncode == 0, built.stderr
-    ran = subprocess.run(
-        [str(tmp_path / "fuzz"), str(FUZZ_SEED), str(FUZZ_CPU_S)],
+        [str(tmp_path / "driver"), *args],
         env={**os.environ, **ENV},
         capture_output=True,
         text=True,
@@ -94,7 +76,19 @@ def test_random_calls_keep_the_api_contract_under_asan_and_ubsan(sanitizers, tmp
     output = ran.stdout + ran.stderr
     assert ran.returncode == 0, output[-4000:]
     assert not [f for f in FINDINGS if f in output], output[-4000:]
-    assert " 0 failures" in ran.stdout
+    return ran.stdout
+
+
+def test_library_is_clean_under_asan_and_ubsan(sanitizers, tmp_path):
+    assert "all checks passed" in run_sanitized(DRIVER, [], tmp_path)
+
+
+@pytest.mark.faults
+def test_random_calls_keep_the_api_contract_under_asan_and_ubsan(sanitizers, tmp_path):
+    """Random sizes, NaN/inf, out-of-range ids and parameters, NULL and short error buffers: every
+    call returns a documented status and a well-formed or zeroed result, nothing leaks."""
+    out = run_sanitized(FUZZ, [str(FUZZ_SEED), str(FUZZ_CPU_S)], tmp_path)
+    assert " 0 failures" in out
 
 
 @pytest.mark.skipif(GCC is None, reason="gcc not found")

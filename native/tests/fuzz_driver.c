@@ -6,6 +6,7 @@
  * freed. Usage: fuzz_driver <seed> <seconds>. Exit status 0 = all good.
  */
 #include "rsloc_cliques.h"
+#include "test_rng.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -15,21 +16,6 @@
 
 #define MAX_NODES 400
 #define MAX_EDGES 4000
-
-typedef struct {
-    uint64_t state;
-} rng;
-
-static uint32_t next_u32(rng *r)
-{
-    r->state = r->state * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (uint32_t)(r->state >> 33);
-}
-
-static double next_unit(rng *r)
-{
-    return next_u32(r) / 4294967296.0;
-}
 
 /* An integer in [lo, hi]. */
 static int64_t next_int(rng *r, int64_t lo, int64_t hi)

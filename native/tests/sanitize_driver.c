@@ -4,6 +4,7 @@
  * brute force; every other call must return its documented status. Exit status 0 = all good.
  */
 #include "rsloc_cliques.h"
+#include "test_rng.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -12,21 +13,6 @@
 
 #define MAX_BRUTE 14
 #define ERR_LEN 256
-
-typedef struct {
-    uint64_t state;
-} rng;
-
-static uint32_t next_u32(rng *r)
-{
-    r->state = r->state * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (uint32_t)(r->state >> 33);
-}
-
-static double next_unit(rng *r)
-{
-    return next_u32(r) / 4294967296.0;
-}
 
 static int failures = 0;
 

@@ -92,29 +92,19 @@ def refresh_tile_embeddings(
     Refreshes of one data folder run one at a time (its `tile_embeddings` lock): two at once
     would each add the tiles the other has not yet written."""
     with layout.lock("tile_embeddings"):
-        return _refresh_levels(layout, encoder, stores, batch_size, index_min_rows, index_kind)
-
-
-def _refresh_levels(
-    layout: Layout,
-    encoder: Encoder,
-    stores: Mapping[int, TileStore],
-    batch_size: int,
-    index_min_rows: int,
-    index_kind: str,
-) -> list[EmbeddingRefresh]:
-    known = layout.corrupt_tiles()
-    corrupt: dict[str, str] = {}
-    out = []
-    with Gallery.open(layout.gallery) as gallery:
-        for zoom, store in stores.items():
-            manifest = layout.read_manifest(zoom=zoom)
-            refresh = refresh_embeddings(gallery, manifest, encoder, store, known, batch_size)
-            indexed = store.ensure_index(index_min_rows, index_kind)
-            check = check_embeddings(store, manifest.num_rows - len(refresh.corrupt), encoder.dim)
-            corrupt |= refresh.corrupt
-            out.append(EmbeddingRefresh(zoom, refresh, indexed, check))
-    layout.write_corrupt_tiles(corrupt)
+        known = layout.corrupt_tiles()
+        corrupt: dict[str, str] = {}
+        out = []
+        with Gallery.open(layout.gallery) as gallery:
+            for zoom, store in stores.items():
+                manifest = layout.read_manifest(zoom=zoom)
+                refresh = refresh_embeddings(gallery, manifest, encoder, store, known, batch_size)
+                indexed = store.ensure_index(index_min_rows, index_kind)
+                expected = manifest.num_rows - len(refresh.corrupt)
+                check = check_embeddings(store, expected, encoder.dim)
+                corrupt |= refresh.corrupt
+                out.append(EmbeddingRefresh(zoom, refresh, indexed, check))
+        layout.write_corrupt_tiles(corrupt)
     return out
 
 
