@@ -7,11 +7,11 @@ PIP := $(PY) -m pip
 STAMPS := .stamps
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DAGSTER_HOME := $(CURDIR)/dagster_home
-DAGSTER := $(VENV)/bin/dagster
+DG := $(VENV)/bin/dg
 RSLOC := $(VENV)/bin/rsloc
 QUERY_ASSETS := query_patches,candidates,cliques,localization,verified_localization
 
-.PHONY: setup demo test test-faults lint clean bench bench-clique bench-extraction bench-embedding bench-scale \
+.PHONY: setup demo test test-faults test-ui lint clean bench bench-clique bench-extraction bench-embedding bench-scale \
 	bench-real bench-gallery-size bench-descriptors bench-gallery-size-descriptors bench-report
 
 setup: $(STAMPS)/gdal-python
@@ -43,12 +43,12 @@ $(STAMPS)/gdal-python: $(STAMPS)/gdal-lib $(STAMPS)/install
 
 demo: setup
 	$(RSLOC) demo init --root data
-	$(DAGSTER) asset materialize -m rsloc_assets.defs --select gallery_tiles,gallery_adapter,descriptor_model,tile_embeddings
+	$(DG) launch --assets gallery_tiles,gallery_adapter,descriptor_model,tile_embeddings
 	$(RSLOC) queries register --root data
 	@for q in $$($(RSLOC) queries list --root data); do \
-		$(DAGSTER) asset materialize -m rsloc_assets.defs --select $(QUERY_ASSETS) --partition "$$q" || exit 1; \
+		$(DG) launch --assets $(QUERY_ASSETS) --partition "$$q" || exit 1; \
 	done
-	$(DAGSTER) asset materialize -m rsloc_assets.defs --select evaluation
+	$(DG) launch --assets evaluation
 	@$(RSLOC) demo summary --root data
 
 test: setup
@@ -59,6 +59,16 @@ test: setup
 # uninterrupted run (`make test` runs it too); the sanitized native build is tests/test_native.py.
 test-faults: setup
 	$(VENV)/bin/pytest -q -m faults
+
+# The Dagster UI in headless Chromium (Debian's chromium and chromium-driver): `dg dev` on a small
+# demo world, one query launched from the UI, its preview and the evaluation's map found;
+# screenshots in data/reports/ui/. Not part of `make test` (~5 min).
+test-ui: setup
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		echo "installing Chromium and ChromeDriver (chromium, chromium-driver)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	$(PIP) install -q -e '.[dev,ui]'
+	$(VENV)/bin/pytest -q -m ui tests/test_ui.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -4,6 +4,7 @@ a wall-clock timer, and each result file with the machine it ran on and the comm
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -33,6 +34,12 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RESULTS_ENV = "RSLOC_BENCH_RESULTS"
 
 T = TypeVar("T")
+
+
+def show_progress() -> None:
+    """Print the progress lines of long steps (`rsloc_assets.progress`) as a benchmark runs."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("rsloc_assets.progress").setLevel(logging.INFO)
 
 
 def gallery_origin() -> tuple[int, int]:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import GALLERY_TILES, write_result
+from bench.common import GALLERY_TILES, show_progress, write_result
 from bench.gallery_size import projected_recall, recall_at
 from bench.real import SHARED_DATA, datasets
 from rsloc_assets.defs.resources import RslocResource
@@ -34,6 +34,7 @@ from rsloc_assets.gallery.manifest import write_manifest
 from rsloc_assets.gallery.reader import Gallery, TileRef
 from rsloc_assets.grids import TileKey
 from rsloc_assets.layout import Layout
+from rsloc_assets.progress import Progress
 from rsloc_assets.retrieval.adapter import Adapter, AdapterParams
 from rsloc_assets.retrieval.descriptors import (
     Aggregation,
@@ -115,6 +116,7 @@ def cache_tokens(layout: Layout, encoder, queries: str = "*", batch: int = 32) -
         for r in manifest.select(["level", "col", "row", "time"]).to_pylist()
     ]
     keys, parts, images = [], [], []
+    progress = Progress("encoding mosaics", len(refs), "mosaics")
     with Gallery.open(layout.gallery) as gallery:
         for ref, mosaic in gallery.mosaics(refs):
             if mosaic is None:
@@ -123,9 +125,11 @@ def cache_tokens(layout: Layout, encoder, queries: str = "*", batch: int = 32) -
             images.append(mosaic)
             if len(images) == batch:
                 parts.append(encoder.tokens(np.stack(images)).astype(np.float16))
+                progress.advance(len(images))
                 images = []
     if images:
         parts.append(encoder.tokens(np.stack(images)).astype(np.float16))
+        progress.advance(len(images))
     gallery_tokens = np.concatenate(parts)
     patch_parts, names, truths = [], [], []
     for name in fnmatch.filter(layout.query_names(), queries):
@@ -317,5 +321,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
+    show_progress()
     main()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import GALLERY_TILES, timed, write_result
+from bench.common import GALLERY_TILES, show_progress, timed, write_result
 from bench.graph import run_graph
 from bench.real import SHARED_DATA, rsloc_crops
 from rsloc_assets.cliques.steps import default_clique_k
@@ -526,4 +526,5 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
+    show_progress()
     main()

@@ -15,6 +15,7 @@ from rsloc_assets.defs.partitions import queries_partitions
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.evaluation.metrics import QueryScore, Summary, summarise
 from rsloc_assets.layout import Layout
+from rsloc_assets.progress import Progress
 
 GALLERY_ASSETS = ["gallery_tiles", "gallery_adapter", "descriptor_model", "tile_embeddings"]
 QUERY_ASSETS = ["query_patches", "candidates", "cliques", "localization", "verified_localization"]
@@ -55,7 +56,11 @@ def run_graph(layout: Layout, rsloc: RslocResource) -> GraphRun:
         embed_s = materialize(GALLERY_ASSETS)
         names = layout.query_names()
         instance.add_dynamic_partitions(queries_partitions.name, names)
-        walls = [materialize(QUERY_ASSETS, name) for name in names]
+        progress = Progress("localizing", len(names), "queries")
+        walls = []
+        for name in names:
+            walls.append(materialize(QUERY_ASSETS, name))
+            progress.advance()
         materialize(["evaluation"])
     scores = [QueryScore(**row) for row in pq.read_table(layout.report.table).to_pylist()]
     wall = statistics.fmean(walls) if walls else 0.0

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from osgeo import gdal
 
-from bench.common import timed, write_result
+from bench.common import show_progress, timed, write_result
 from bench.graph import run_graph
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.evaluation.metrics import QueryScore
@@ -323,4 +323,5 @@ def _setting(item: str) -> tuple[str, object]:
 
 
 if __name__ == "__main__":
+    show_progress()
     main()

@@ -49,10 +49,12 @@ from bench.common import (
     ZOOM,
     gallery_index,
     gallery_tile,
+    show_progress,
     timed,
     write_result,
 )
 from rsloc_assets.grids import GeoGrid
+from rsloc_assets.progress import Progress
 from rsloc_assets.records import tile_schema
 from rsloc_assets.retrieval.store import TileStore, pq_sub_vectors, vector_array
 
@@ -195,9 +197,11 @@ def peak_rss_mb() -> float:
 def build_table(store: TileStore, gallery: np.ndarray, batch: int) -> list[float]:
     """Upsert the gallery into `store` in batches of `batch` rows; seconds per upsert call."""
     seconds = []
+    progress = Progress(f"writing {store.table}", len(gallery), "vectors")
     for start in range(0, len(gallery), batch):
         rows = tile_batch(start, gallery[start : start + batch])
         seconds.append(timed(lambda r=rows: store.upsert(r))[1] / 1e3)
+        progress.advance(len(rows))
     return seconds
 
 
@@ -339,4 +343,5 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
+    show_progress()
     main()

@@ -1,6 +1,7 @@
 """The whole asset graph on a small demo world (its north-up queries and turned ones),
 materialized with Dagster for real."""
 
+import base64
 import json
 import statistics
 
@@ -14,7 +15,9 @@ from osgeo import gdal, ogr
 from rsloc_assets.defs import defs
 from rsloc_assets.defs.partitions import queries_partitions
 from rsloc_assets.defs.resources import RslocResource
-from rsloc_assets.evaluation.preview import PREVIEW_PX, preview_markdown, preview_png
+from rsloc_assets.evaluation.overview import MAP_PX
+from rsloc_assets.evaluation.preview import PREVIEW_PX, preview_png
+from rsloc_assets.evaluation.render import markdown_image
 from rsloc_assets.evaluation.truth import read_truth
 from rsloc_assets.geodesy import distance_m
 from rsloc_assets.layout import Layout
@@ -100,6 +103,27 @@ def test_most_queries_land_within_one_tile(world):
     assert within > len(scores) / 2, scores
     assert (layout.reports / "map.png").stat().st_size > 10_000
     assert "within 1 tile" in (layout.reports / "evaluation.md").read_text()
+
+
+def test_the_evaluation_shows_its_map_of_footprints_over_the_gallery(world):
+    """The UI's `evaluation` page carries the map: gallery imagery, estimates red, truths green."""
+    layout, _, instance = world
+    event = instance.get_latest_materialization_event(dg.AssetKey("evaluation"))
+    markdown = event.asset_materialization.metadata["map"].value
+    prefix = "data:image/png;base64,"
+    start = markdown.index(prefix) + len(prefix)
+    png = base64.b64decode(markdown[start : markdown.index(")", start)])
+    assert png == (layout.reports / "map.png").read_bytes()
+    image = cv2.cvtColor(
+        cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
+    )
+    assert image.shape[0] == MAP_PX
+    red = (image[..., 0] > 200) & (image[..., 1] < 80) & (image[..., 2] < 80)
+    green = (image[..., 1] > 170) & (image[..., 0] < 80) & (image[..., 2] < 100)
+    assert red.sum() > 500 and green.sum() > 500
+    # The gallery's own imagery under the footprints, not an empty canvas.
+    h, w = image.shape[:2]
+    assert image[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4].mean() > 40
 
 
 def test_all_footprints_are_one_layer_that_ogr_opens(world):
@@ -279,6 +303,11 @@ def test_a_bad_query_fails_its_run_with_the_one_line_reason(world):
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
     assert "badside.json" in failure.description and "\n" not in failure.description
+    # The steps that do not run say so, and why.
+    messages = [e.message for e in instance.all_logs(result.run_id)]
+    skipped = [m for m in messages if "will not run for badside" in m]
+    assert skipped and "candidates, cliques, localization, verified_localization" in skipped[0]
+    assert failure.description in skipped[0]
 
 
 def _corner_error_m(corners: list[tuple[float, float]], truth: list[tuple[float, float]]) -> float:
@@ -318,4 +347,4 @@ def test_the_preview_shows_the_query_beside_the_gallery_under_its_footprint(worl
     red = (image[..., 0] > 200) & (image[..., 1] < 80) & (image[..., 2] < 80)
     green = (image[..., 1] > 170) & (image[..., 0] < 80) & (image[..., 2] < 100)
     assert red.sum() > 100 and green.sum() > 100  # both outlines drawn
-    assert preview_markdown(png, name).startswith(f"![{name}](data:image/png;base64,")
+    assert markdown_image(png, name).startswith(f"![{name}](data:image/png;base64,")

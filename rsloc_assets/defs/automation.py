@@ -10,7 +10,7 @@ from rsloc_assets.defs.gallery import (
     gallery_tiles,
     tile_embeddings,
 )
-from rsloc_assets.defs.partitions import queries_partitions
+from rsloc_assets.defs.partitions import PARTITIONS_HINT, queries_partitions
 from rsloc_assets.defs.queries import (
     candidates,
     cliques,
@@ -27,7 +27,8 @@ localize_query_job = dg.define_asset_job(
         query_patches, candidates, cliques, localization, verified_localization
     ),
     partitions_def=queries_partitions,
-    description="Patches → candidates → cliques → localization → verification, one query.",
+    description="The queries group, one query partition a run: patches → candidates → cliques →"
+    " localization → verification (`evaluation` follows by itself). " + PARTITIONS_HINT,
 )
 
 refresh_gallery_job = dg.define_asset_job(
@@ -35,8 +36,9 @@ refresh_gallery_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(
         gallery_tiles, gallery_adapter, descriptor_model, tile_embeddings
     ),
-    description="Re-read the gallery, refit its adapter and descriptor when the settings ask for"
-    " them, and embed new or changed tiles (everything, after a refit).",
+    description="The gallery group: re-read the gallery into its manifest, refit its adapter and"
+    " descriptor when the settings ask for them, and embed new or changed tiles in LanceDB"
+    " (everything, after a refit).",
 )
 
 nightly_gallery_refresh = dg.ScheduleDefinition(

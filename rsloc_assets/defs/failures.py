@@ -1,4 +1,5 @@
-"""Bad input as a run's failure description: the library's one-line error, not a stack trace."""
+"""Bad input as a run's failure description: the library's one-line error, not a stack trace,
+and a line saying which steps of the run will not run because of it."""
 
 import functools
 from collections.abc import Callable
@@ -17,16 +18,39 @@ BUGS = (KeyError, IndexError)
 
 def fails_in_one_line(fn: F) -> F:
     """Wrap an asset body so that a user error fails the step with that error's one line as the
-    failure description (and no retries: the same input fails the same way)."""
+    failure description (and no retries: the same input fails the same way), after logging
+    which assets of this run are skipped because of it."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(context: dg.AssetExecutionContext, *args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            return fn(context, *args, **kwargs)
         except BUGS:
             raise
         except USER_ERRORS as err:
             line = str(err).splitlines()[0] if str(err) else type(err).__name__
+            skipped = downstream_in_run(context)
+            if skipped:
+                context.log.error(
+                    "%s failed, so %s will not run%s: %s",
+                    context.asset_key.to_user_string(),
+                    ", ".join(skipped),
+                    f" for {context.partition_key}" if context.has_partition_key else "",
+                    line,
+                )
             raise dg.Failure(description=line, allow_retries=False) from err
 
     return wrapper  # type: ignore[return-value]
+
+
+def downstream_in_run(context: dg.AssetExecutionContext) -> list[str]:
+    """The assets this run would materialize after the current one (directly or not), sorted."""
+    layer = context.job_def.asset_layer
+    selected = layer.selected_asset_keys
+    found, todo = set(), [context.asset_key]
+    while todo:
+        for child in layer.asset_graph.get(todo.pop()).child_keys:
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return sorted(key.to_user_string() for key in found & selected)

@@ -11,7 +11,9 @@ from rsloc_assets.defs.failures import fails_in_one_line
 from rsloc_assets.defs.gallery import gallery_tiles, tile_embeddings
 from rsloc_assets.defs.partitions import queries_partitions
 from rsloc_assets.defs.resources import RslocResource
-from rsloc_assets.evaluation.preview import preview_markdown, preview_png
+from rsloc_assets.evaluation.overview import MAP_CAPTION
+from rsloc_assets.evaluation.preview import preview_png
+from rsloc_assets.evaluation.render import markdown_image
 from rsloc_assets.evaluation.report import markdown_table, md_table, summary_line
 from rsloc_assets.evaluation.steps import evaluate
 from rsloc_assets.evaluation.truth import read_truth
@@ -31,7 +33,10 @@ QUERIES = "queries"
 @fails_in_one_line
 def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
     """A query cut into gallery-mosaic-sized patches on a regular grid for the gallery level
-    nearest its ground resolution, each embedded at `query_headings` headings."""
+    nearest its ground resolution, each embedded at `query_headings` headings.
+
+    One partition per image in queries/: a fresh instance has none until the `new_query_files`
+    sensor ticks (on by default) or `rsloc queries register` runs."""
     name = context.partition_key
     layout = rsloc.layout()
     result = prepare_query(
@@ -203,7 +208,7 @@ def verified_localization(
         png = preview_png(
             layout, loc.query, loc.corners_lonlat, truth.corners_lonlat if truth else ()
         )
-        metadata["preview"] = dg.MetadataValue.md(preview_markdown(png, loc.query))
+        metadata["preview"] = dg.MetadataValue.md(markdown_image(png, loc.query))
     if fp is not None:
         metadata |= {
             "hypothesis": record.hypothesis,
@@ -234,7 +239,8 @@ AFTER_QUERIES = (
 def evaluation_report(
     context: dg.AssetExecutionContext, rsloc: RslocResource
 ) -> dg.MaterializeResult:
-    """Errors, success rates and recall over all localized queries: Markdown, Parquet, a map."""
+    """Errors, success rates and recall over all localized queries (Markdown, Parquet), a map of
+    every footprint over the gallery shown here, and every footprint as one GeoJSON layer."""
     result = evaluate(rsloc.layout())
     for query, why in result.skipped.items():
         context.log.warning("%s not evaluated: %s", query, why)
@@ -247,14 +253,17 @@ def evaluation_report(
             "within_1_tile": s.within_1_tile,
             "within_3_tiles": s.within_3_tiles,
             "acc": round(s.acc / s.evaluated, 3) if s.evaluated else 0.0,
-            "median_error_m": s.median_error_m or 0.0,
-            "median_corner_error_m": s.median_corner_error_m or 0.0,
-            "median_retrieval_error_m": s.median_retrieval_error_m or 0.0,
-            "median_cliques_error_m": s.median_cliques_error_m or 0.0,
+            "median_error_m": round(s.median_error_m or 0.0, 1),
+            "median_corner_error_m": round(s.median_corner_error_m or 0.0, 1),
+            "median_retrieval_error_m": round(s.median_retrieval_error_m or 0.0, 1),
+            "median_cliques_error_m": round(s.median_cliques_error_m or 0.0, 1),
             "funnel": str(s.funnel),
             "mean_seconds": str({k: round(v, 2) for k, v in s.mean_seconds.items()}),
             "recall_at_1_within_r": str({k: round(v, 3) for k, v in s.recall.items()}),
             "stages": dg.MetadataValue.md(md_table(s.stages)),
+            "map": dg.MetadataValue.md(
+                markdown_image(result.map_png, "evaluation map") + "\n\n" + MAP_CAPTION
+            ),
             "report": dg.MetadataValue.path(str(result.files.markdown)),
             "table": dg.MetadataValue.md(markdown_table(result.scores)),
         }

@@ -1,17 +1,14 @@
-"""The evaluation report: Markdown tables, the per-query Parquet table and a map."""
+"""The evaluation report: Markdown tables, the per-query Parquet table, the map and the layer."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from rsloc_assets.evaluation.metrics import QueryScore, Summary
-from rsloc_assets.evaluation.truth import Truth
 from rsloc_assets.layout import ReportFiles, write_atomic, write_table
 from rsloc_assets.records import Localization
 from rsloc_assets.verification.footprint import closed_ring
@@ -103,8 +100,7 @@ def write_report(
     scores: Sequence[QueryScore],
     summary: Summary,
     skipped: dict[str, str],
-    locs: dict[str, Localization],
-    truths: dict[str, Truth],
+    map_png: bytes,
 ) -> None:
     """Write the report's Markdown, per-query Parquet table and map."""
     write_table(files.table, pa.Table.from_pylist([asdict(s) for s in scores]))
@@ -130,7 +126,7 @@ def write_report(
         lines += ["## Not evaluated", ""] + [f"- {q}: {why}" for q, why in sorted(skipped.items())]
     text = "\n".join(lines) + "\n"
     write_atomic(files.markdown, lambda tmp: Path(tmp).write_text(text))
-    write_atomic(files.map, lambda tmp: plot_map(Path(tmp), locs, truths))
+    write_atomic(files.map, lambda tmp: Path(tmp).write_bytes(map_png))
 
 
 def footprint_layer(estimates: dict[str, Localization], scores: Sequence[QueryScore]) -> dict:
@@ -157,37 +153,3 @@ def footprint_layer(estimates: dict[str, Localization], scores: Sequence[QuerySc
             }
         )
     return {"type": "FeatureCollection", "features": features}
-
-
-def plot_map(path: Path, locs: dict[str, Localization], truths: dict[str, Truth]) -> None:
-    """PNG map: true footprints (outlines) and estimated centres (crosses) joined by a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 7))
-    for name, truth in truths.items():
-        xs, ys = zip(*[*truth.corners_lonlat, truth.corners_lonlat[0]], strict=True)
-        ax.plot(xs, ys, color="tab:green", lw=1)
-        ax.annotate(name, truth.centre_lonlat, fontsize=7, color="tab:green")
-        loc = locs.get(name)
-        if loc is not None and loc.centre_lon is not None:
-            ax.plot(loc.centre_lon, loc.centre_lat, "x", color="tab:red")
-            ax.plot(
-                [truth.centre_lonlat[0], loc.centre_lon],
-                [truth.centre_lonlat[1], loc.centre_lat],
-                color="tab:red",
-                lw=0.6,
-            )
-    ax.set_xlabel("longitude")
-    ax.set_ylabel("latitude")
-    ax.set_title("true footprints (green) and estimated centres (red)")
-    ax.set_aspect(
-        1 / math.cos(math.radians(np.mean([t.centre_lonlat[1] for t in truths.values()])))
-        if truths
-        else "auto"
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, format="png")
-    plt.close(fig)

@@ -1,5 +1,5 @@
 """Evaluation's step on files under a `Layout`: score every verified query that has a
-georeference to check, and write the report."""
+georeference to check, and write the report, its map and the footprints layer."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from rsloc_assets.evaluation.metrics import (
     score_query,
     summarise,
 )
+from rsloc_assets.evaluation.overview import overview_png
 from rsloc_assets.evaluation.report import footprint_layer, write_report
 from rsloc_assets.evaluation.truth import read_truth
 from rsloc_assets.layout import Layout, ReportFiles, table_meta, write_json
@@ -28,6 +29,7 @@ class EvaluationResult:
     summary: Summary
     skipped: dict[str, str]
     files: ReportFiles
+    map_png: bytes  # every footprint and truth over the gallery (also at `files.map`)
 
 
 def read_evidence(
@@ -66,7 +68,7 @@ def evaluate(layout: Layout) -> EvaluationResult:
     """Score every query in `queries/` that has been verified and has a georeference to check;
     write the report and one layer of every localized query's footprint."""
     names = layout.query_names()
-    scores, skipped, locs, truths, estimates = [], {}, {}, {}, {}
+    scores, skipped, truths, estimates = [], {}, {}, {}
     for name in names:
         verification = layout.query(name).verification()
         if verification is None:
@@ -79,8 +81,9 @@ def evaluate(layout: Layout) -> EvaluationResult:
             continue
         evidence, info = read_evidence(layout, name, verification)
         scores.append(score_query(evidence, truth, info.grid, info.zoom))
-        locs[name], truths[name] = evidence.final, truth
+        truths[name] = truth
     summary = summarise(scores, len(names))
-    write_report(layout.report, scores, summary, skipped, locs, truths)
+    map_png = overview_png(layout, estimates, truths)
+    write_report(layout.report, scores, summary, skipped, map_png)
     write_json(layout.report.footprints, footprint_layer(estimates, scores))
-    return EvaluationResult(scores, summary, skipped, layout.report)
+    return EvaluationResult(scores, summary, skipped, layout.report, map_png)

@@ -17,6 +17,7 @@ from osgeo import gdal, osr
 
 from rsloc_assets.grids import TILE_PX, Bounds, TileGrid, TileKey, get_grid, tms_row
 from rsloc_assets.layout import write_atomic
+from rsloc_assets.progress import Progress
 
 gdal.UseExceptions()
 osr.UseExceptions()
@@ -104,18 +105,25 @@ def build_gallery(
             for bcol in range(src.cols.start // BLOCK_COLS, (src.cols.stop - 1) // BLOCK_COLS + 1):
                 blocks.setdefault((brow, bcol), []).append(src)
 
+    spans = [
+        (
+            range(
+                max(brow * BLOCK_ROWS, min(s.rows.start for s in block_sources)),
+                min((brow + 1) * BLOCK_ROWS, max(s.rows.stop for s in block_sources)),
+            ),
+            range(
+                max(bcol * BLOCK_COLS, min(s.cols.start for s in block_sources)),
+                min((bcol + 1) * BLOCK_COLS, max(s.cols.stop for s in block_sources)),
+            ),
+            block_sources,
+        )
+        for (brow, bcol), block_sources in sorted(blocks.items())
+    ]
+    progress = Progress(f"{out.name} z{zoom}: warping", sum(len(r) * len(c) for r, c, _ in spans))
     conn = _open_output(out, tile_grid)
     written = skipped = 0
     try:
-        for i, ((brow, bcol), block_sources) in enumerate(sorted(blocks.items()), start=1):
-            rows = range(
-                max(brow * BLOCK_ROWS, min(s.rows.start for s in block_sources)),
-                min((brow + 1) * BLOCK_ROWS, max(s.rows.stop for s in block_sources)),
-            )
-            cols = range(
-                max(bcol * BLOCK_COLS, min(s.cols.start for s in block_sources)),
-                min((bcol + 1) * BLOCK_COLS, max(s.cols.stop for s in block_sources)),
-            )
+        for rows, cols, block_sources in spans:
             pixels = _warp_block(block_sources, tile_grid, zoom, rows, cols)
             records = []
             for r, c in ((r, c) for r in rows for c in cols):
@@ -135,20 +143,20 @@ def build_gallery(
             with conn:
                 conn.executemany(_GE_INSERT if grid == "ge" else _MBTILES_INSERT, records)
             written += len(records)
-            log.log(
-                logging.INFO if i % 10 == 0 or i == len(blocks) else logging.DEBUG,
-                "block %d/%d: %d tiles written, %d skipped below %.0f%% coverage so far",
-                i,
-                len(blocks),
-                written,
-                skipped,
-                100 * min_coverage,
-            )
+            progress.advance(len(rows) * len(cols))
         if grid == "xyz":
             _update_mbtiles_metadata(conn, tile_grid, out)
     finally:
         conn.close()
-    log.info("%s: %d %s z%d tiles written, %d sparse skipped", out, written, grid, zoom, skipped)
+    log.info(
+        "%s: %d %s z%d tiles written, %d skipped below %.0f%% coverage",
+        out,
+        written,
+        grid,
+        zoom,
+        skipped,
+        100 * min_coverage,
+    )
     return BuildReport(written, skipped, [s.path for s in sources], out)
 
 

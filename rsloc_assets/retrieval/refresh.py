@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from rsloc_assets.gallery.reader import Gallery, MosaicStats, TileRef
 from rsloc_assets.grids import TileKey
+from rsloc_assets.progress import Progress
 from rsloc_assets.records import tile_schema
 from rsloc_assets.retrieval.encoders import Encoder, embed_stream
 from rsloc_assets.retrieval.store import TileStore, vector_array
@@ -78,6 +79,7 @@ def embed_tiles(
     stats = MosaicStats()
     index = {key: i for i, key in enumerate(manifest["key"].to_pylist())}
     report = EmbedReport()
+    progress = Progress(f"embedding {store.table}", len(refs), "mosaics")
     stream = embed_stream(
         encoder,
         gallery.mosaics(refs, stats=stats),
@@ -91,7 +93,7 @@ def embed_tiles(
         )
         store.upsert(batch.cast(tile_schema(encoder.dim)))
         report.embedded += len(items)
-        log.info("embedded %d/%d mosaics", report.embedded, len(refs))
+        progress.advance(len(items))
     report.corrupt = list(stats.corrupt)
     report.missing_neighbours = stats.missing_neighbours
     report.missing_tiles = list(stats.missing_centres)

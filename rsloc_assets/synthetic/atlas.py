@@ -12,7 +12,6 @@ stamped beside the SQLite, so an interrupted build resumes where it stopped.
 from __future__ import annotations
 
 import json
-import logging
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,10 +24,9 @@ from rsloc_assets.gallery.builder import build_gallery
 from rsloc_assets.geodesy import metres_per_degree
 from rsloc_assets.grids import GeoGrid, ground_size_m
 from rsloc_assets.layout import write_json
+from rsloc_assets.progress import Progress
 from rsloc_assets.synthetic.landscape import Landscape, WorldSpec, seeded_rng
 from rsloc_assets.synthetic.queries import write_world
-
-log = logging.getLogger(__name__)
 
 ZOOM = 15  # RSLoc-820K's gallery level
 GRID = GeoGrid()
@@ -158,6 +156,7 @@ def build_atlas(spec: AtlasSpec, out: Path, scratch: Path | None = None) -> Atla
         raise ValueError(f"{out} exists but is not an atlas this code built: delete it first")
     done = set(stamp.get("done", [])) if out.exists() else set()
     report = AtlasReport(len(worlds))
+    progress = Progress(f"atlas {out.name}", len(worlds) - len(done), "worlds")
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         for world in worlds:
             if world.index in done:
@@ -174,13 +173,7 @@ def build_atlas(spec: AtlasSpec, out: Path, scratch: Path | None = None) -> Atla
             done.add(world.index)
             report.built.append(world.index)
             write_json(path, {**wanted, "done": sorted(done)})
-            log.info(
-                "atlas: world %d/%d (%s) built, %d tiles so far",
-                len(done),
-                len(worlds),
-                world.spec.landscape,
-                report.tiles_written,
-            )
+            progress.advance()
     return report
 
 
