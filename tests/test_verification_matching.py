@@ -156,6 +156,25 @@ def test_mosaic_features_of_another_size_are_not_used(renders):
     assert np.array_equal(a.homography, b.homography)
 
 
+def test_a_patchs_own_features_are_used_once_found_and_only_at_the_working_size(renders):
+    """Verification finds a patch's SIFT once for all the mosaics it meets: same verdict."""
+    patch, mosaic, _ = make_pair(renders, (1000, 1000), 10.0, 0.9)
+    patch = cv2.resize(patch, (256, 256), interpolation=cv2.INTER_AREA)
+    work = working_size((256, 256), (768, 768))
+    found, other = extract_features(patch, size=work), extract_features(patch, size=(128, 128))
+    a = match_patch(patch, mosaic)
+    for features in (found, other):
+        b = match_patch(patch, mosaic, patch_features=features)
+        assert (a.accepted, a.keypoints, a.matches, a.inliers) == (
+            b.accepted,
+            b.keypoints,
+            b.matches,
+            b.inliers,
+        )
+        assert np.array_equal(a.homography, b.homography)
+    assert work != other.size
+
+
 def test_clahe_finds_keypoints_in_a_low_contrast_image(renders):
     _, mosaic, _ = make_pair(renders, (1000, 1000))
     flat = (mosaic.astype(np.float32) * 0.15 + 100).astype(np.uint8)  # hazy: 15 % of the range

@@ -211,13 +211,15 @@ def match_patch(
     mosaic_features: Features | None = None,
     encoder: Encoder | None = None,
     patch_valid: np.ndarray | None = None,
+    patch_features: Features | None = None,
 ) -> PatchMatch:
     """Verify `patch_rgb` against `mosaic_rgb` (same ground, any pixel sizes): MAC-filtered SIFT
     correspondences at the working size, a checked homography, and the embedding re-check when
     `encoder` is given, over the patch's `patch_valid` pixels (default: all).
 
-    `mosaic_features` are the mosaic's at `working_size` (as `FeatureCache` keeps them); features
-    of another size cannot be used and are extracted again."""
+    `mosaic_features` and `patch_features` are each image's at `working_size` (as `FeatureCache`
+    keeps the mosaic's; a patch matched against several mosaics needs its own once); features of
+    another size cannot be used and are extracted again."""
     p = params or VerifyParams()
     _check_rgb(patch_rgb, "patch")
     _check_rgb(mosaic_rgb, "mosaic")
@@ -231,7 +233,9 @@ def match_patch(
                 "mosaic features at %s px, not the working %s px: re-extracted", mosaic.size, work
             )
         mosaic = extract_features(mosaic_rgb, p, work)
-    feats = extract_features(patch_rgb, p, work)
+    feats = patch_features
+    if feats is None or feats.size != work:
+        feats = extract_features(patch_rgb, p, work)
     result = _Verdict(len(feats), work)
     if min(len(feats), len(mosaic)) < p.min_inliers:
         return result.reject(Reason.TOO_FEW_KEYPOINTS)

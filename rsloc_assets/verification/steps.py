@@ -26,7 +26,14 @@ from rsloc_assets.verification.footprint import (
     footprint_geojson,
     mosaic_to_lonlat,
 )
-from rsloc_assets.verification.matching import PatchMatch, VerifyParams, match_patch
+from rsloc_assets.verification.matching import (
+    Features,
+    PatchMatch,
+    VerifyParams,
+    extract_features,
+    match_patch,
+    working_size,
+)
 
 # Per hypothesis: this many accepted patches fit a footprint well (uncapped, on four queries of
 # the 30,913-tile bench, a true place had 12–54 patches accept, wrong ones none), and this many
@@ -126,6 +133,9 @@ def verify_query(
         # A one-patch query's hypotheses are its best tiles, one match each: all are tried, and
         # its one accepted patch is its footprint.
         single = patches.num_rows == 1
+        # A patch meets a mosaic per tile its hypotheses put it on: its SIFT is found once, at
+        # the one working size all mosaics share (`working_size` of one patch size, 768² px).
+        patch_features: dict[int, Features] = {}
         for h in ranked if single else ranked[:hypotheses]:
             plan = verification_plan(table, h.rank)
             keys = {t["key"] for tiles in plan.values() for t in tiles} & in_gallery
@@ -142,7 +152,13 @@ def verify_query(
                         continue
                     mosaic, feats = mosaics[tile["key"]]
                     t0 = time.perf_counter()
-                    m = match_patch(crop, mosaic, params, feats, encoder, crop_valid)
+                    if patch not in patch_features:
+                        own = (crop.shape[1], crop.shape[0])
+                        size = working_size(own, mosaic.shape[1::-1], params.patch_upsample)
+                        patch_features[patch] = extract_features(crop, params, size)
+                    m = match_patch(
+                        crop, mosaic, params, feats, encoder, crop_valid, patch_features[patch]
+                    )
                     rows.append(_match_row(h.rank, patch, tile, m, time.perf_counter() - t0))
                     if m.accepted:
                         grid = meta.gallery.grid
