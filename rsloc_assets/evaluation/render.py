@@ -22,7 +22,8 @@ MARGIN = 0.25  # of the places' extent, around them
 
 @dataclass
 class GalleryView:
-    """An RGB rendering of gallery tiles `cols` × `rows` (one drawn per `step` × `step` block)."""
+    """An RGB rendering of gallery tiles from (`col0`, `row0`) on, `tiles_per_px` tiles to an
+    image pixel, with what draws on it in lon/lat."""
 
     image: np.ndarray
     grid: TileGrid
