@@ -43,7 +43,8 @@ ENOUGH_ACCEPTED, GIVE_UP_AFTER = 16, 8
 # A footprint that this share of the patches (at most ENOUGH_ACCEPTED) agree with ends the search.
 STOP_SHARE = 0.25
 # Accepted patches of one hypothesis that pass the embedding re-check before the rest are
-# accepted on geometry alone (the re-check was 61 % of verification's time on the demo).
+# accepted on geometry alone: verification 5.52 → 4.80 s per demo query, 4.42 → 3.45 s per NAIP
+# crop (with the patch-SIFT reuse), every estimate the same (README, Performance).
 CONFIRMED_BY_EMBEDDING = 4
 
 
@@ -115,7 +116,8 @@ def verify_query(
     accepted patches. The search stops at a footprint agreeing with `STOP_SHARE` of the patches
     (at most `ENOUGH_ACCEPTED`) or after `hypotheses`; the footprint with the most agreeing
     patches wins, and every hypothesis tried is recorded. Without a footprint the query is "not
-    verified" and keeps the stage-2 estimate, recorded.
+    verified" and keeps the stage-2 estimate, recorded. Each patch's SIFT is found once; the
+    embedding re-check runs until `CONFIRMED_BY_EMBEDDING` patches of a hypothesis pass it.
     """
     start = time.perf_counter()
     params = params or VerifyParams()
