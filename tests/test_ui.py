@@ -157,11 +157,7 @@ def browser(tmp_path_factory) -> Iterator:
 def _open(driver, url: str, text: str, timeout_s: float = 60) -> None:
     """Load `url` and wait until `text` shows; dismiss Dagster's first-visit newsletter dialog."""
     driver.get(url)
-    _wait(
-        f"{text!r} on {url}",
-        timeout_s,
-        lambda: text in driver.find_element(By.TAG_NAME, "body").text,
-    )
+    _wait(f"{text!r} on {url}", timeout_s, lambda: text in _page_text(driver))
     for button in _buttons(driver, "Skip"):
         button.click()
 
@@ -221,14 +217,7 @@ def test_a_user_localizes_a_query_from_the_ui_and_sees_where_it_is(world, server
 
     # One query partition launched from its job's page.
     _open(driver, f"{server}/locations/rsloc/jobs/localize_query", "Materialize all")
-    _click(
-        driver,
-        next(
-            b
-            for b in driver.find_elements(By.TAG_NAME, "button")
-            if b.text.startswith("Materialize all")
-        ),
-    )
+    _click(driver, _buttons(driver, "Materialize all…")[0])
     picker = _wait(
         "the partition picker",
         30,
