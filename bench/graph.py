@@ -4,6 +4,7 @@ user's `dagster asset materialize` runs would: gallery, every query partition, e
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import dagster as dg
@@ -11,14 +12,13 @@ import pyarrow.parquet as pq
 
 from bench.common import timed
 from rsloc_assets.defs import defs
+from rsloc_assets.defs.automation import GALLERY_ASSETS, QUERY_ASSETS
 from rsloc_assets.defs.partitions import queries_partitions
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.evaluation.metrics import QueryScore, Summary, summarise
 from rsloc_assets.layout import Layout
 from rsloc_assets.progress import Progress
 
-GALLERY_ASSETS = ["gallery_tiles", "gallery_adapter", "descriptor_model", "tile_embeddings"]
-QUERY_ASSETS = ["query_patches", "candidates", "cliques", "localization", "verified_localization"]
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -40,7 +40,7 @@ def run_graph(layout: Layout, rsloc: RslocResource) -> GraphRun:
     with dg.DagsterInstance.ephemeral() as instance:
         assets = list(defs.assets)
 
-        def materialize(selection: list[str], partition: str | None = None) -> float:
+        def materialize(selection: Sequence[str], partition: str | None = None) -> float:
             _, ms = timed(
                 lambda: dg.materialize(
                     assets,

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rsloc_assets.defs import defs
+from rsloc_assets.defs.automation import GALLERY_ASSETS
 from rsloc_assets.defs.resources import RslocResource
 
 ASSETS = list(defs.assets)
@@ -103,7 +104,7 @@ def materialize_fitted(rsloc, selection):
 
 
 def test_a_refit_descriptor_embeds_into_a_new_table(small_layout):
-    fitted = ["gallery_tiles", "gallery_adapter", "descriptor_model", "tile_embeddings"]
+    fitted = list(GALLERY_ASSETS)
     rsloc = RslocResource(data_dir=str(small_layout.root), whitening_dim=8, fit_sample_tiles=16)
     result, events = materialize_fitted(rsloc, fitted)
     assert result.success

@@ -8,6 +8,7 @@ import pytest
 from osgeo import gdal
 
 from rsloc_assets.defs import defs
+from rsloc_assets.defs.automation import QUERY_ASSETS
 from rsloc_assets.defs.partitions import queries_partitions
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.evaluation.truth import read_truth
@@ -16,7 +17,6 @@ from rsloc_assets.geodesy import distance_m
 from rsloc_assets.synthetic.demo import DEMO_GRID, DEMO_ZOOM, GALLERY_TIME
 
 ASSETS = list(defs.assets)
-QUERY_ASSETS = ["query_patches", "candidates", "cliques", "localization", "verified_localization"]
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 from osgeo import gdal, ogr
 
 from rsloc_assets.defs import defs
+from rsloc_assets.defs.automation import QUERY_ASSETS
 from rsloc_assets.defs.partitions import queries_partitions
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.evaluation.overview import MAP_PX
@@ -28,13 +29,6 @@ from rsloc_assets.synthetic.demo import PRESETS, QUERY_SEASON
 from rsloc_assets.synthetic.seasons import render
 
 ASSETS = list(defs.assets)
-QUERY_ASSETS = [
-    "query_patches",
-    "candidates",
-    "cliques",
-    "localization",
-    "verified_localization",
-]
 # Queries turned counter-clockwise (their x axis this far from east), beside the demo's north-up
 # ones: stage 1 embeds every patch at four headings, so these must localize too.
 TURNED = {"turned037": 37.0, "turned090": 90.0, "turned180": 180.0}

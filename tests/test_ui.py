@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 
 from rsloc_assets.defs import defs
-from rsloc_assets.defs.automation import register_queries
+from rsloc_assets.defs.automation import GALLERY_ASSETS, QUERY_ASSETS, register_queries
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.layout import Layout
 from rsloc_assets.synthetic.demo import init_demo
@@ -32,8 +32,6 @@ pytestmark = pytest.mark.ui
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / "data" / "reports" / "ui"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-GALLERY = ["gallery_tiles", "gallery_adapter", "descriptor_model", "tile_embeddings"]
-QUERY = ["query_patches", "candidates", "cliques", "localization", "verified_localization"]
 # The evaluation sensor ticks every 60 s; a query run takes ~20 s on this machine.
 RUN_TIMEOUT_S, EVALUATION_TIMEOUT_S = 300, 240
 
@@ -68,10 +66,10 @@ def world(tmp_path_factory) -> tuple[Layout, Path]:
     rsloc, assets = RslocResource(data_dir=str(layout.root)), list(defs.assets)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         run = dict(resources={"rsloc": rsloc}, instance=instance)
-        assert dg.materialize(assets, selection=GALLERY, **run).success
+        assert dg.materialize(assets, selection=GALLERY_ASSETS, **run).success
         register_queries(instance, layout)
         for name in layout.query_names():
-            assert dg.materialize(assets, selection=QUERY, partition_key=name, **run).success
+            assert dg.materialize(assets, selection=QUERY_ASSETS, partition_key=name, **run).success
         assert dg.materialize(assets, selection=["evaluation"], **run).success
     return layout, home
 

@@ -23,6 +23,7 @@ from rsloc_assets.verification.matching import (
     homography_check,
     match_patch,
     overlap_similarity,
+    patch_features,
     working_size,
 )
 
@@ -160,8 +161,9 @@ def test_a_patchs_own_features_are_used_once_found_and_only_at_the_working_size(
     """Verification finds a patch's SIFT once for all the mosaics it meets: same verdict."""
     patch, mosaic, _ = make_pair(renders, (1000, 1000), 10.0, 0.9)
     patch = cv2.resize(patch, (256, 256), interpolation=cv2.INTER_AREA)
-    work = working_size((256, 256), (768, 768))
-    found, other = extract_features(patch, size=work), extract_features(patch, size=(128, 128))
+    work = working_size((256, 256), (768, 768), VerifyParams().patch_upsample)
+    found, other = patch_features(patch, (768, 768)), extract_features(patch, size=(128, 128))
+    assert found.size == work
     a = match_patch(patch, mosaic)
     for features in (found, other):
         b = match_patch(patch, mosaic, patch_features=features)

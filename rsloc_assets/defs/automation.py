@@ -21,11 +21,20 @@ from rsloc_assets.defs.queries import (
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.layout import Layout
 
+# The two chains a user materializes, by name: one gallery refresh, one query (the jobs below;
+# the tests and benchmarks run the same).
+GALLERY_ASSETS = tuple(
+    a.key.to_user_string()
+    for a in (gallery_tiles, gallery_adapter, descriptor_model, tile_embeddings)
+)
+QUERY_ASSETS = tuple(
+    a.key.to_user_string()
+    for a in (query_patches, candidates, cliques, localization, verified_localization)
+)
+
 localize_query_job = dg.define_asset_job(
     "localize_query",
-    selection=dg.AssetSelection.assets(
-        query_patches, candidates, cliques, localization, verified_localization
-    ),
+    selection=dg.AssetSelection.assets(*QUERY_ASSETS),
     partitions_def=queries_partitions,
     description="The queries group, one query partition a run: patches → candidates → cliques →"
     " localization → verification (`evaluation` follows by itself). " + PARTITIONS_HINT,
@@ -33,9 +42,7 @@ localize_query_job = dg.define_asset_job(
 
 refresh_gallery_job = dg.define_asset_job(
     "refresh_gallery",
-    selection=dg.AssetSelection.assets(
-        gallery_tiles, gallery_adapter, descriptor_model, tile_embeddings
-    ),
+    selection=dg.AssetSelection.assets(*GALLERY_ASSETS),
     description="The gallery group: re-read the gallery into its manifest, refit its adapter and"
     " descriptor when the settings ask for them, and embed new or changed tiles in LanceDB"
     " (everything, after a refit).",

@@ -204,6 +204,16 @@ def extract_features(
     return Features(xy, desc.astype(np.float32), size)
 
 
+def patch_features(
+    patch_rgb: np.ndarray, mosaic_size: tuple[int, int], params: VerifyParams | None = None
+) -> Features:
+    """A patch's SIFT at the working size it meets a mosaic of `mosaic_size` = (w, h) at: the
+    same for every mosaic of that size, so found once per patch (as `match_patch` takes it)."""
+    p = params or VerifyParams()
+    size = working_size((patch_rgb.shape[1], patch_rgb.shape[0]), mosaic_size, p.patch_upsample)
+    return extract_features(patch_rgb, p, size)
+
+
 def match_patch(
     patch_rgb: np.ndarray,
     mosaic_rgb: np.ndarray,

@@ -30,9 +30,8 @@ from rsloc_assets.verification.matching import (
     Features,
     PatchMatch,
     VerifyParams,
-    extract_features,
     match_patch,
-    working_size,
+    patch_features,
 )
 
 # Per hypothesis: this many accepted patches fit a footprint well (uncapped, on four queries of
@@ -140,7 +139,7 @@ def verify_query(
         single = patches.num_rows == 1
         # A patch meets a mosaic per tile its hypotheses put it on: its SIFT is found once, at
         # the one working size all mosaics share (`working_size` of one patch size, 768² px).
-        patch_features: dict[int, Features] = {}
+        found_features: dict[int, Features] = {}
         for h in ranked if single else ranked[:hypotheses]:
             plan = verification_plan(table, h.rank)
             keys = {t["key"] for tiles in plan.values() for t in tiles} & in_gallery
@@ -163,12 +162,10 @@ def verify_query(
                         continue
                     mosaic, feats = mosaics[tile["key"]]
                     t0 = time.perf_counter()
-                    if patch not in patch_features:
-                        own = (crop.shape[1], crop.shape[0])
-                        size = working_size(own, mosaic.shape[1::-1], params.patch_upsample)
-                        patch_features[patch] = extract_features(crop, params, size)
+                    if patch not in found_features:
+                        found_features[patch] = patch_features(crop, mosaic.shape[1::-1], params)
                     m = match_patch(
-                        crop, mosaic, params, feats, recheck, crop_valid, patch_features[patch]
+                        crop, mosaic, params, feats, recheck, crop_valid, found_features[patch]
                     )
                     rows.append(_match_row(h.rank, patch, tile, m, time.perf_counter() - t0))
                     if m.accepted:
