@@ -47,13 +47,16 @@ class Progress:
             self.logger.info("%s", self.line(now))
 
     def line(self, now: float | None = None) -> str:
-        """E.g. "embedding mosaics: 1,200/30,913 tiles (4%), 9.8 tiles/s, ETA 0:50:32"."""
+        """E.g. "embedding mosaics: 1,200/30,913 tiles (4%), 9.8 tiles/s, ETA 0:50:32", or
+        "query_patches: 3/40 queries (8%), 12.5 s each, ETA 0:07:42"."""
         elapsed = (time.perf_counter() if now is None else now) - self.started
         rate = self.done / elapsed if elapsed > 0 else 0.0
         left = max(0, self.total - self.done)
         eta = left / rate if rate > 0 else (0.0 if left == 0 else None)
         share = self.done / self.total if self.total else 1.0
+        # Under one a second (queries), the seconds each: "0.0 queries/s" says nothing.
+        pace = f"{rate:.1f} {self.unit}/s" if rate >= 1 or rate == 0 else f"{1 / rate:.1f} s each"
         return (
             f"{self.what}: {self.done:,}/{self.total:,} {self.unit} ({share:.0%}),"
-            f" {rate:.1f} {self.unit}/s, ETA {duration(eta)}"
+            f" {pace}, ETA {duration(eta)}"
         )

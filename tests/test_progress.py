@@ -12,7 +12,7 @@ from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.progress import Progress, duration
 
 INSTANCE_YAML = Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml"
-LINE = re.compile(r"\d[\d,]*/[\d,]+ \w+ \(\d+%\), [\d.]+ \w+/s, ETA (\d+:\d\d:\d\d|\?)")
+LINE = re.compile(r"\d[\d,]*/[\d,]+ \w+ \(\d+%\), [\d.]+ (\w+/s|s each), ETA (\d+:\d\d:\d\d|\?)")
 
 
 def test_a_line_at_the_start_then_at_most_every_interval_then_at_the_end(caplog):
@@ -30,7 +30,9 @@ def test_a_line_at_the_start_then_at_most_every_interval_then_at_the_end(caplog)
 def test_the_eta_follows_the_rate():
     progress = Progress("x", 100, started=0.0)
     progress.done = 25
-    assert progress.line(now=50.0) == "x: 25/100 tiles (25%), 0.5 tiles/s, ETA 0:02:30"
+    assert progress.line(now=50.0) == "x: 25/100 tiles (25%), 2.0 s each, ETA 0:02:30"
+    progress.done = 75
+    assert progress.line(now=50.0) == "x: 75/100 tiles (75%), 1.5 tiles/s, ETA 0:00:17"
     assert duration(3725) == "1:02:05" and duration(None) == "?"
 
 

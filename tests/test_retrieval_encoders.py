@@ -10,7 +10,8 @@ import pytest
 import torch
 from transformers import CLIPConfig, CLIPModel
 
-from rsloc_assets.retrieval.encoders import Encoder, embed_stream, load_encoder
+from rsloc_assets.memory import keep_freed_memory
+from rsloc_assets.retrieval.encoders import CPU_PASS, Encoder, embed_stream, load_encoder
 
 
 def texture(seed: int, size: int = 256) -> np.ndarray:
@@ -130,3 +131,18 @@ def test_embed_stream_keeps_order_and_skips_unreadable(clip: Encoder) -> None:
         for i, vector in zip(batch, vectors, strict=True):
             np.testing.assert_allclose(vector, clip.embed(images[i][None])[0], atol=1e-5)
     assert list(embed_stream(clip, [], load)) == []
+
+
+def test_a_batch_embeds_as_its_images_do_one_by_one(effnet: Encoder) -> None:
+    """On a CPU a batch runs in passes of `CPU_PASS` images: the split changes no embedding."""
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (CPU_PASS * 2 + 1, 120, 120, 3), dtype=np.uint8)
+    batch = effnet.embed(images)
+    alone = np.concatenate([effnet.embed(image[None]) for image in images])
+    assert batch.shape == (len(images), effnet.dim)
+    np.testing.assert_allclose(batch, alone, atol=1e-5)
+
+
+def test_loading_an_encoder_keeps_freed_memory_for_reuse(effnet: Encoder) -> None:
+    """This machine's glibc took the allocator settings (`rsloc_assets/memory.py`)."""
+    assert keep_freed_memory() is True
