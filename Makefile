@@ -9,10 +9,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 DG := $(VENV)/bin/dg
 RSLOC := $(VENV)/bin/rsloc
-QUERY_ASSETS := query_patches,candidates,cliques,localization,verified_localization
 
 .PHONY: setup demo test test-faults test-ui lint clean bench bench-clique bench-extraction bench-embedding bench-scale \
-	bench-real bench-gallery-size bench-descriptors bench-gallery-size-descriptors bench-report
+	bench-real bench-gallery-size bench-descriptors bench-gallery-size-descriptors bench-runs bench-report
 
 setup: $(STAMPS)/gdal-python
 
@@ -45,9 +44,8 @@ demo: setup
 	$(RSLOC) demo init --root data
 	$(DG) launch --assets gallery_tiles,gallery_adapter,descriptor_model,tile_embeddings
 	$(RSLOC) queries register --root data
-	@for q in $$($(RSLOC) queries list --root data); do \
-		$(DG) launch --assets $(QUERY_ASSETS) --partition "$$q" || exit 1; \
-	done
+	@# every query in one run (a backfill policy split by RSLOC_QUERIES_PER_RUN would refuse a range)
+	RSLOC_QUERIES_PER_RUN= $(DG) launch --job localize_query --partition-range "$$($(RSLOC) queries range)"
 	$(DG) launch --assets evaluation
 	@$(RSLOC) demo summary --root data
 
@@ -91,6 +89,10 @@ bench-scale: setup
 
 bench-real: setup
 	$(PY) -m bench.real
+
+# 40 queries of the small demo world through `dg launch`: one run each, then one run for all (~20 min).
+bench-runs: setup
+	$(PY) -m bench.runs
 
 # First run: builds and embeds a 30,000-tile atlas (cached in bench/.cache/gallery_size).
 bench-gallery-size: setup

@@ -1,5 +1,6 @@
 """Helpers the benchmarks share: the paper's gallery and query figures, the gallery's tile block,
-a wall-clock timer, and each result file with the machine it ran on and the commit."""
+a wall-clock timer, each result file with the machine it ran on and the commit, and a query's
+work folder read back without timings (to compare two runs)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from rsloc_assets.grids import GeoGrid
 from rsloc_assets.layout import write_atomic
@@ -130,3 +132,29 @@ def write_result(name: str, figures: dict, out_dir: Path | None = None) -> Path:
     text = json.dumps(record, indent=2, sort_keys=False) + "\n"
     write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return path
+
+
+TIMING = {"seconds", "ms"}  # the keys and columns two runs of one query may differ in
+
+
+def _untimed(value):
+    """`value` with every timing key removed, at any depth."""
+    if isinstance(value, dict):
+        return {k: _untimed(v) for k, v in value.items() if k not in TIMING}
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    return value
+
+
+def snapshot(folder: Path) -> dict[str, object]:
+    """Every file of a query's work folder, read back without its timings."""
+    out = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)
+            meta = (table.schema.metadata or {}).get(b"rsloc")
+            rows = table.drop_columns([c for c in table.column_names if c in TIMING])
+            out[path.name] = (rows.to_pylist(), _untimed(json.loads(meta)) if meta else None)
+        else:
+            out[path.name] = _untimed(json.loads(path.read_text()))
+    return out

@@ -101,6 +101,19 @@ def queries_register(args: argparse.Namespace) -> None:
     print(f"registered {len(new)} new query partition(s)")
 
 
+def queries_range(args: argparse.Namespace) -> None:
+    """Print `first...last` of the registered query partitions, in their order: every query in
+    one run with `dg launch --partition-range`."""
+    import dagster as dg
+
+    from rsloc_assets.defs.partitions import queries_partitions
+
+    names = dg.DagsterInstance.get().get_dynamic_partitions(queries_partitions.name)
+    if not names:
+        raise LookupError("no query partitions registered: run `rsloc queries register` first")
+    print(f"{names[0]}...{names[-1]}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `rsloc` argument parser; each subcommand sets `func` to the function that runs it."""
     parser = argparse.ArgumentParser(
@@ -185,6 +198,9 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     with_root(
         actions.add_parser("register", help="add Dagster partitions for new images")
     ).set_defaults(func=queries_register)
+    actions.add_parser(
+        "range", help="print first...last of the registered partitions (one run for all)"
+    ).set_defaults(func=queries_range)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -194,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("rsloc_assets").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, LookupError) as exc:
         print(f"rsloc: error: {exc}", file=sys.stderr)
         return 2
     return 0

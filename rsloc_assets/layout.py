@@ -152,6 +152,28 @@ class QueryWork:
         """The verified footprint as GeoJSON (opens in QGIS); absent when not verified."""
         return self.folder / "footprint.geojson"
 
+    def outputs(self) -> dict[str, tuple[Path, ...]]:
+        """Each query asset's files, in step order."""
+        return {
+            "query_patches": (self.patches_path,),
+            "candidates": (self.candidates_path,),
+            "cliques": (self.nodes_path, self.hypotheses_path),
+            "localization": (self.localization_path,),
+            "verified_localization": (
+                self.matches_path,
+                self.verification_path,
+                self.footprint_path,
+            ),
+        }
+
+    def discard_from(self, asset: str) -> None:
+        """Delete the files of `asset` and of every step after it: after a failed step, no later
+        step (nor the evaluation) reads what an earlier run left."""
+        steps = list(self.outputs())
+        for name in steps[steps.index(asset) :]:
+            for path in self.outputs()[name]:
+                path.unlink(missing_ok=True)
+
     def write_patches(self, table: pa.Table, meta: PatchMeta) -> None:
         """The patch table with embeddings, and the query-level record in its metadata."""
         write_table(self.patches_path, table, meta.to_dict())

@@ -8,6 +8,7 @@ import pytest
 
 from rsloc_assets.defs import defs
 from rsloc_assets.defs.automation import new_query_files
+from rsloc_assets.defs.batches import SENSOR_QUERIES_PER_RUN, contiguous_runs
 from rsloc_assets.defs.partitions import queries_partitions
 from rsloc_assets.defs.resources import RslocResource
 
@@ -19,15 +20,58 @@ def small_world(small_layout):
     return small_layout, RslocResource(data_dir=str(small_layout.root))
 
 
+def requested(request: dg.RunRequest, instance: dg.DagsterInstance) -> list[str]:
+    """The query partitions one run request asks for."""
+    if request.partition_key is not None:
+        return [request.partition_key]
+    order = instance.get_dynamic_partitions(queries_partitions.name)
+    span = request.partition_key_range
+    return order[order.index(span.start) : order.index(span.end) + 1]
+
+
+def test_runs_cover_adjacent_partitions_at_most_so_many_each():
+    order = [f"q{i}" for i in range(10)]
+    due = ["q0", "q1", "q2", "q4", "q5", "q9"]
+    assert contiguous_runs(order, due, 2) == [
+        ("q0", "q1"),
+        ("q2", "q2"),
+        ("q4", "q5"),
+        ("q9", "q9"),
+    ]
+    assert contiguous_runs(order, due, 40) == [("q0", "q2"), ("q4", "q5"), ("q9", "q9")]
+    assert contiguous_runs(order, [], 40) == []
+
+
+def test_a_burst_of_images_is_runs_of_at_most_40(small_world, tmp_path):
+    layout, _ = small_world
+    instance = dg.DagsterInstance.ephemeral()
+    queries = tmp_path / "data" / "queries"
+    queries.mkdir(parents=True)
+    source = layout.query_file(layout.query_names()[0])
+    names = [f"burst{i:03d}" for i in range(SENSOR_QUERIES_PER_RUN * 2 + 5)]
+    for name in names:
+        os.link(source, queries / f"{name}{source.suffix}")  # one image, many names
+    many = RslocResource(data_dir=str(tmp_path / "data"))
+    result = new_query_files(dg.build_sensor_context(instance=instance, resources={"rsloc": many}))
+    instance.add_dynamic_partitions(queries_partitions.name, names)
+    runs = [requested(r, instance) for r in result.run_requests]
+    assert [len(r) for r in runs] == [SENSOR_QUERIES_PER_RUN, SENSOR_QUERIES_PER_RUN, 5]
+    assert [n for r in runs for n in r] == names
+    assert len({r.run_key for r in result.run_requests}) == 3
+
+
 def test_sensor_registers_new_and_changed_query_images(small_world, tmp_path):
     layout, rsloc = small_world
     instance = dg.DagsterInstance.ephemeral()
     names = layout.query_names()
 
     result = new_query_files(dg.build_sensor_context(instance=instance, resources={"rsloc": rsloc}))
-    assert sorted(r.partition_key for r in result.run_requests) == names
     assert result.dynamic_partitions_requests[0].partition_keys == names
     instance.add_dynamic_partitions(queries_partitions.name, names)
+    # All new images in one run: its tags name the range of partitions, as a backfill's do.
+    (request,) = result.run_requests
+    assert request.partition_key is None
+    assert requested(request, instance) == names
 
     context = dg.build_sensor_context(
         instance=instance, cursor=result.cursor, resources={"rsloc": rsloc}

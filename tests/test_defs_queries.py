@@ -14,6 +14,7 @@ from osgeo import gdal, ogr
 
 from rsloc_assets.defs import defs
 from rsloc_assets.defs.automation import QUERY_ASSETS
+from rsloc_assets.defs.batches import partition_range_tags
 from rsloc_assets.defs.partitions import queries_partitions
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.evaluation.overview import MAP_PX
@@ -67,13 +68,16 @@ def world(small_layout):
         instance=instance,
     )
     assert result.success
-    instance.add_dynamic_partitions(queries_partitions.name, layout.query_names())
-    for name in layout.query_names():
+    names = layout.query_names()
+    instance.add_dynamic_partitions(queries_partitions.name, names)
+    # Each kind of query as one run of several partitions, as a backfill runs them.
+    north_up = [n for n in names if n not in TURNED]
+    for group, resource in ((north_up, rsloc), (sorted(TURNED), turned)):
         result = dg.materialize(
             ASSETS,
             selection=QUERY_ASSETS,
-            partition_key=name,
-            resources={"rsloc": turned if name in TURNED else rsloc},
+            tags=partition_range_tags(group[0], group[-1]),
+            resources={"rsloc": resource},
             instance=instance,
         )
         assert result.success

@@ -2,7 +2,6 @@
 what an uninterrupted run leaves (timings aside; gallery vectors to float rounding, since the
 re-run embeds in other batches). `make test-faults` runs this suite alone."""
 
-import json
 import shutil
 import signal
 import subprocess
@@ -11,9 +10,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
+from bench.common import snapshot
 from rsloc_assets.gallery.manifest import write_manifest
 from rsloc_assets.layout import Layout
 from tests.fault_steps import STEPS, resource, warm
@@ -21,30 +20,6 @@ from tests.fault_steps import STEPS, resource, warm
 pytestmark = pytest.mark.faults
 REPO = Path(__file__).resolve().parents[1]
 QUERY_STEPS = ["patches", "candidates", "cliques", "localize", "verify"]
-TIMING = {"seconds", "ms"}
-
-
-def _untimed(value):
-    """`value` with every timing key removed, at any depth."""
-    if isinstance(value, dict):
-        return {k: _untimed(v) for k, v in value.items() if k not in TIMING}
-    if isinstance(value, list):
-        return [_untimed(v) for v in value]
-    return value
-
-
-def snapshot(folder: Path) -> dict[str, object]:
-    """Every file of a query's work folder, read back without its timings."""
-    out = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix == ".parquet":
-            table = pq.read_table(path)
-            meta = (table.schema.metadata or {}).get(b"rsloc")
-            rows = table.drop_columns([c for c in table.column_names if c in TIMING])
-            out[path.name] = (rows.to_pylist(), _untimed(json.loads(meta)) if meta else None)
-        else:
-            out[path.name] = _untimed(json.loads(path.read_text()))
-    return out
 
 
 def kill_during(root: Path, step: str, name: str, delay_s: float) -> bool:

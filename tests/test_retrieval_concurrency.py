@@ -11,12 +11,12 @@ from pathlib import Path
 
 import lancedb
 
+from bench.common import snapshot
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.gallery.manifest import write_manifest
 from rsloc_assets.layout import Layout
 from rsloc_assets.retrieval.steps import check_embeddings, refresh_tile_embeddings
 from tests.fault_steps import STEPS, resource
-from tests.test_faults import snapshot
 
 REFRESH = textwrap.dedent(
     """

@@ -1,9 +1,11 @@
 """Jobs, the query-folder sensor and the nightly gallery refresh schedule."""
 
+import hashlib
 import json
 
 import dagster as dg
 
+from rsloc_assets.defs.batches import SENSOR_QUERIES_PER_RUN, contiguous_runs, partition_range_tags
 from rsloc_assets.defs.gallery import (
     descriptor_model,
     gallery_adapter,
@@ -36,8 +38,9 @@ localize_query_job = dg.define_asset_job(
     "localize_query",
     selection=dg.AssetSelection.assets(*QUERY_ASSETS),
     partitions_def=queries_partitions,
-    description="The queries group, one query partition a run: patches → candidates → cliques →"
-    " localization → verification (`evaluation` follows by itself). " + PARTITIONS_HINT,
+    description="The queries group, one or many query partitions a run: patches → candidates →"
+    " cliques → localization → verification (`evaluation` follows by itself). A backfill runs"
+    " all its queries in one run (or runs of `RSLOC_QUERIES_PER_RUN`). " + PARTITIONS_HINT,
 )
 
 refresh_gallery_job = dg.define_asset_job(
@@ -86,8 +89,9 @@ def latest_localizations(instance: dg.DagsterInstance, names: list[str]) -> dict
     job=localize_query_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="A partition and a run for each query image that is new, or whose image or "
-    "<name>.json sidecar changed since its partition was last localized",
+    description="A partition for each new query image, and runs (up to 40 adjacent queries each)"
+    " for the images that are new or whose image or <name>.json sidecar changed since their"
+    " partition was last localized",
 )
 def new_query_files(context: dg.SensorEvaluationContext, rsloc: RslocResource):
     """Register every query image as a partition and localize the ones that are new or changed
@@ -102,12 +106,28 @@ def new_query_files(context: dg.SensorEvaluationContext, rsloc: RslocResource):
     new = [name for name in stamps if name not in known]
     if not due and not new:
         return dg.SkipReason(f"no new or changed query images in {rsloc.layout().queries}")
+    # Partitions in their own order (registration, then the ones this tick adds), so that each
+    # request is one run over adjacent partitions: the encoder and store open once per run.
+    order = [*context.instance.get_dynamic_partitions(queries_partitions.name), *new]
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(partition_key=name, run_key=f"{name}@{stamps[name]}") for name in due
+            _run_request(order, first, last, stamps)
+            for first, last in contiguous_runs(order, due, SENSOR_QUERIES_PER_RUN)
         ],
         dynamic_partitions_requests=[queries_partitions.build_add_request(new)] if new else [],
         cursor=json.dumps(stamps),
+    )
+
+
+def _run_request(order: list[str], first: str, last: str, stamps: dict[str, int]) -> dg.RunRequest:
+    """One run for the partitions `first`…`last`, keyed by their names and stamps (a sensor
+    asks for the same images at the same stamps once)."""
+    if first == last:
+        return dg.RunRequest(partition_key=first, run_key=f"{first}@{stamps[first]}")
+    names = order[order.index(first) : order.index(last) + 1]
+    digest = hashlib.sha256(json.dumps([[n, stamps[n]] for n in names]).encode()).hexdigest()
+    return dg.RunRequest(
+        run_key=f"{first}...{last}@{digest[:16]}", tags=partition_range_tags(first, last)
     )
 
 

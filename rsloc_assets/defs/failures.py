@@ -28,7 +28,7 @@ def fails_in_one_line(fn: F) -> F:
         except BUGS:
             raise
         except USER_ERRORS as err:
-            line = str(err).splitlines()[0] if str(err) else type(err).__name__
+            line = one_line(err)
             skipped = downstream_in_run(context)
             if skipped:
                 context.log.error(
@@ -41,6 +41,11 @@ def fails_in_one_line(fn: F) -> F:
             raise dg.Failure(description=line, allow_retries=False) from err
 
     return wrapper  # type: ignore[return-value]
+
+
+def one_line(err: BaseException) -> str:
+    """An error's first line, or its type's name when it has no message."""
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 def downstream_in_run(context: dg.AssetExecutionContext) -> list[str]:

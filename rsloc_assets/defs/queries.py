@@ -3,10 +3,12 @@ footprint, one partition per query image, and the evaluation over all of them.""
 
 import json
 import time
+import warnings
 
 import dagster as dg
 
 from rsloc_assets.cliques.steps import find_cliques, localize_query
+from rsloc_assets.defs.batches import for_each_query, queries_backfill_policy
 from rsloc_assets.defs.failures import fails_in_one_line
 from rsloc_assets.defs.gallery import gallery_tiles, tile_embeddings
 from rsloc_assets.defs.partitions import queries_partitions
@@ -19,17 +21,18 @@ from rsloc_assets.evaluation.steps import evaluate
 from rsloc_assets.evaluation.truth import read_truth
 from rsloc_assets.records import Localization
 from rsloc_assets.retrieval.steps import find_candidates, prepare_query
+from rsloc_assets.retrieval.store import TileStore
 from rsloc_assets.verification.steps import verify_query
 
 QUERIES = "queries"
 
+# Every query asset: one partition per query image, as many per run as the run was given.
+# (Dagster 1.13 marks `backfill_policy` beta: the asset decorator warns once per asset.)
+warnings.filterwarnings("ignore", "Parameter `backfill_policy`", dg.BetaWarning)
+PER_QUERY = {"partitions_def": queries_partitions, "backfill_policy": queries_backfill_policy()}
 
-@dg.asset(
-    group_name=QUERIES,
-    partitions_def=queries_partitions,
-    deps=[gallery_tiles],
-    kinds={"gdal", "pytorch"},
-)
+
+@dg.asset(group_name=QUERIES, **PER_QUERY, deps=[gallery_tiles], kinds={"gdal", "pytorch"})
 @fails_in_one_line
 def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
     """A query cut into gallery-mosaic-sized patches on a regular grid for the gallery level
@@ -37,21 +40,23 @@ def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
 
     One partition per image in queries/: a fresh instance has none until the `new_query_files`
     sensor ticks (on by default) or `rsloc queries register` runs."""
-    name = context.partition_key
     layout = rsloc.layout()
-    result = prepare_query(
-        layout,
-        name,
-        layout.gallery_levels(),
-        rsloc.load_encoder(),
-        rsloc.cut_th,
-        rsloc.stride_tiles,
-        rsloc.query_headings,
-    )
-    if result.reason:
-        context.log.warning("query %s skipped: %s", name, result.reason)
-    return dg.MaterializeResult(
-        metadata={
+    levels = layout.gallery_levels()
+    encoder = rsloc.load_encoder()
+
+    def step(name: str) -> dict:
+        result = prepare_query(
+            layout,
+            name,
+            levels,
+            encoder,
+            rsloc.cut_th,
+            rsloc.stride_tiles,
+            rsloc.query_headings,
+        )
+        if result.reason:
+            context.log.warning("query %s skipped: %s", name, result.reason)
+        return {
             "patches": result.table.num_rows,
             "size_px": f"{result.width}×{result.height}",
             "gsd_m": str([round(g, 3) for g in result.gsd_m]),
@@ -60,12 +65,14 @@ def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
             "skipped": result.reason or "no",
             "seconds": round(result.seconds, 2),
         }
-    )
+
+    for_each_query(context, layout, step)
+    return dg.MaterializeResult()
 
 
 @dg.asset(
     group_name=QUERIES,
-    partitions_def=queries_partitions,
+    **PER_QUERY,
     deps=[query_patches, tile_embeddings],
     kinds={"lancedb"},
     check_specs=[
@@ -81,44 +88,52 @@ def candidates(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.Ma
     """Top-K gallery tiles (of the query's level) for every patch of a query by their best cosine
     score over its headings, with the heading each came from."""
     layout = rsloc.layout()
-    # The query's level, as the gallery has it now: a level no longer worked at is an error.
-    info = layout.gallery_info(layout.query(context.partition_key).patch_meta().gallery.zoom)
-    store = rsloc.store(rsloc.load_encoder(), info)
-    result = find_candidates(layout, context.partition_key, store, rsloc.top_k)
-    rows = result.table.num_rows
-    return dg.MaterializeResult(
-        metadata={
-            "rows": rows,
+    encoder = rsloc.load_encoder()
+    stores: dict[int, TileStore] = {}
+    failing: list[str] = []
+
+    def step(name: str) -> dict:
+        # The query's level, as the gallery has it now: a level no longer worked at is an error.
+        info = layout.gallery_info(layout.query(name).patch_meta().gallery.zoom)
+        if info.zoom not in stores:
+            stores[info.zoom] = rsloc.store(encoder, info)
+        result = find_candidates(layout, name, stores[info.zoom], rsloc.top_k)
+        if not result.passed:
+            failing.append(name)
+        return {
+            "rows": result.table.num_rows,
             "top_k": rsloc.top_k,
             "seconds": round(result.seconds, 3),
             "best_score": result.best_score,
-        },
+            "scores_in_range": result.scores_in_range,
+        }
+
+    done = for_each_query(context, layout, step)
+    return dg.MaterializeResult(
         check_results=[
             dg.AssetCheckResult(
-                passed=result.passed,
+                passed=not failing,
                 severity=dg.AssetCheckSeverity.WARN,
-                metadata={"rows": rows, "scores_in_range": result.scores_in_range},
+                metadata={"queries": len(done), "failing": ", ".join(failing) or "none"},
             )
-        ],
+        ]
     )
 
 
-@dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[candidates], kinds={"c"})
+@dg.asset(group_name=QUERIES, **PER_QUERY, deps=[candidates], kinds={"c"})
 @fails_in_one_line
 def cliques(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
     """Spatio-geographic maximal cliques of a query's candidates (native library via cffi) and
     the ranked location hypotheses they seed."""
-    summary = find_cliques(
-        rsloc.layout(),
-        context.partition_key,
-        rsloc.clique_k,
-        rsloc.clique_tolerance_tiles,
-        rsloc.vote_top,
-    )
-    if summary.truncated:
-        context.log.warning("clique enumeration hit its cap: results are partial")
-    return dg.MaterializeResult(
-        metadata={
+    layout = rsloc.layout()
+
+    def step(name: str) -> dict:
+        summary = find_cliques(
+            layout, name, rsloc.clique_k, rsloc.clique_tolerance_tiles, rsloc.vote_top
+        )
+        if summary.truncated:
+            context.log.warning("%s: clique enumeration hit its cap: results are partial", name)
+        return {
             "candidates_per_patch": summary.k,
             "nodes": summary.nodes,
             "edges": summary.edges,
@@ -131,18 +146,22 @@ def cliques(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.Mater
             "truncated": summary.truncated,
             "seconds": round(summary.ms / 1000, 3),
         }
-    )
+
+    for_each_query(context, layout, step)
+    return dg.MaterializeResult()
 
 
-@dg.asset(group_name=QUERIES, partitions_def=queries_partitions, deps=[cliques], kinds={"python"})
+@dg.asset(group_name=QUERIES, **PER_QUERY, deps=[cliques], kinds={"python"})
 @fails_in_one_line
 def localization(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
     """Where the query is: centre, heading, turned footprint, confidence and the method used."""
-    start = time.perf_counter()
-    loc = localize_query(rsloc.layout(), context.partition_key, rsloc.vote_top)
-    context.log.info("%s: %s at %s", loc.query, loc.method, _place(loc)["centre_lonlat"])
-    return dg.MaterializeResult(
-        metadata={
+    layout = rsloc.layout()
+
+    def step(name: str) -> dict:
+        start = time.perf_counter()
+        loc = localize_query(layout, name, rsloc.vote_top)
+        context.log.info("%s: %s at %s", loc.query, loc.method, _place(loc)["centre_lonlat"])
+        return {
             "method": str(loc.method),
             **_place(loc),
             "confidence": round(loc.confidence, 3),
@@ -151,7 +170,9 @@ def localization(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.
             "reason": loc.reason or "none",
             "seconds": round(time.perf_counter() - start, 3),
         }
-    )
+
+    for_each_query(context, layout, step)
+    return dg.MaterializeResult()
 
 
 def _place(loc: Localization) -> dict[str, str | float]:
@@ -168,12 +189,7 @@ def _place(loc: Localization) -> dict[str, str | float]:
     }
 
 
-@dg.asset(
-    group_name=QUERIES,
-    partitions_def=queries_partitions,
-    deps=[localization],
-    kinds={"opencv", "geojson"},
-)
+@dg.asset(group_name=QUERIES, **PER_QUERY, deps=[localization], kinds={"opencv", "geojson"})
 @fails_in_one_line
 def verified_localization(
     context: dg.AssetExecutionContext, rsloc: RslocResource
@@ -186,37 +202,38 @@ def verified_localization(
     # global embedding, not on the gallery-fitted descriptor.
     encoder = rsloc.base_encoder() if rsloc.verify_recheck else None
     layout = rsloc.layout()
-    record, fp = verify_query(
-        layout,
-        context.partition_key,
-        encoder,
-        hypotheses=rsloc.verify_hypotheses,
-        workers=rsloc.verify_workers,
-    )
-    loc = record.estimate
-    if fp is None:
-        context.log.warning("%s: %s", loc.query, loc.reason)
-    metadata = {
-        "method": str(loc.method),
-        **_place(loc),
-        "agreeing_patches": loc.support,
-        "hypotheses_tried": len(record.hypotheses_tried),
-        "seconds": round(record.seconds, 2),
-    }
-    if len(loc.corners_lonlat) >= 3:
-        truth = read_truth(layout.query_file(loc.query))
-        png = preview_png(
-            layout, loc.query, loc.corners_lonlat, truth.corners_lonlat if truth else ()
+
+    def step(name: str) -> dict:
+        record, fp = verify_query(
+            layout, name, encoder, hypotheses=rsloc.verify_hypotheses, workers=rsloc.verify_workers
         )
-        metadata["preview"] = dg.MetadataValue.md(markdown_image(png, loc.query))
-    if fp is not None:
-        metadata |= {
-            "hypothesis": record.hypothesis,
-            "scale_m_per_px": round(fp.scale_m_per_px, 4),
-            "rotation_deg": round(fp.rotation_deg, 2),
-            "geojson": dg.MetadataValue.path(str(layout.query(loc.query).footprint_path)),
+        loc = record.estimate
+        if fp is None:
+            context.log.warning("%s: %s", loc.query, loc.reason)
+        metadata = {
+            "method": str(loc.method),
+            **_place(loc),
+            "agreeing_patches": loc.support,
+            "hypotheses_tried": len(record.hypotheses_tried),
+            "seconds": round(record.seconds, 2),
         }
-    return dg.MaterializeResult(metadata=metadata)
+        if len(loc.corners_lonlat) >= 3:
+            truth = read_truth(layout.query_file(loc.query))
+            png = preview_png(
+                layout, loc.query, loc.corners_lonlat, truth.corners_lonlat if truth else ()
+            )
+            metadata["preview"] = dg.MetadataValue.md(markdown_image(png, loc.query))
+        if fp is not None:
+            metadata |= {
+                "hypothesis": record.hypothesis,
+                "scale_m_per_px": round(fp.scale_m_per_px, 4),
+                "rotation_deg": round(fp.rotation_deg, 2),
+                "geojson": dg.MetadataValue.path(str(layout.query(loc.query).footprint_path)),
+            }
+        return metadata
+
+    for_each_query(context, layout, step)
+    return dg.MaterializeResult()
 
 
 # Evaluation follows every query run: as soon as any query's localization is new, once no
