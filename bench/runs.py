@@ -75,9 +75,10 @@ def cold(layout: Layout) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--queries", type=int, default=QUERIES)
+    parser.add_argument("--cache", type=Path, default=CACHE, help="world and instance folder")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     args = parser.parse_args(argv)
-    layout, env = prepare(CACHE, args.queries)
+    layout, env = prepare(args.cache, args.queries)
     names = layout.query_names()
 
     cold(layout)
