@@ -509,6 +509,39 @@ def embedding_section(results: dict[str, dict], out: Path) -> list[str]:
     return lines
 
 
+def runs_section(results: dict[str, dict]) -> list[str]:
+    """Many queries through `dg launch`: one run per query against one run for all."""
+    if "runs" not in results:
+        return _missing("Queries per run", "`bench.runs` has not run")
+    record = results["runs"]
+    f = record["figures"]
+    ways = (("one run per query", "one_run_per_query"), ("one run for all", "one_run"))
+    return [
+        "## Queries per run",
+        "",
+        provenance(record),
+        "",
+        f"{f['queries']} queries of the {f['world']}, {f['query_size_m'][0]}–"
+        f"{f['query_size_m'][1]} m on the ground: {f['method']}.",
+        "",
+        md_table(
+            [
+                {
+                    "way": label,
+                    "wall s": f[key]["wall_s"],
+                    "s per query": f[key]["s_per_query"],
+                    "peak RSS GiB": f[key]["peak_rss_gib"],
+                }
+                for label, key in ways
+            ]
+        ),
+        "",
+        f"Speed-up {f['speedup']}×, {f['start_up_saved_s_per_query']} s saved per query; same "
+        f"estimates both ways: {'yes' if f['same_estimates'] else 'no'}.",
+        "",
+    ]
+
+
 def write_report(folder: Path) -> Path:
     """Write `REPORT.md` and its plots into `folder` from the JSON results there."""
     results = load_results(folder)
@@ -525,6 +558,7 @@ def write_report(folder: Path) -> Path:
         *clique_section(results, folder),
         *extraction_section(results),
         *embedding_section(results, folder),
+        *runs_section(results),
     ]
     path = folder / "REPORT.md"
     path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     figures = {
         "queries": len(names),
         "query_size_m": list(PRESETS["small"].query_size_m),
-        "world": "small demo preset (325 tiles at z15)",
+        "world": f"small demo preset ({layout.read_manifest(['key']).num_rows} tiles at z15)",
         "one_run_per_query": {
             "wall_s": round(each_s, 1),
             "s_per_query": round(each_s / len(names), 2),
