@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,19 +27,17 @@ QUERY_SEED = 40  # not the demo's: these queries tune nothing
 
 def launch(env: dict[str, str], *args: str) -> tuple[float, int]:
     """Run `dg launch ARGS` to its end: its wall seconds and its peak RSS in bytes."""
-    start = time.perf_counter()
-    child = subprocess.Popen(
-        [str(BIN / "dg"), "launch", *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"dg launch {' '.join(args)} failed: {child.stderr.read()[-2000:]!r}")
-    child.stderr.close()
+    # The run's log goes to a file: a pipe nobody reads while waiting would fill and stall it.
+    with tempfile.TemporaryFile() as log:
+        start = time.perf_counter()
+        child = subprocess.Popen(
+            [str(BIN / "dg"), "launch", *args], cwd=REPO, env=env, stdout=log, stderr=log
+        )
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            log.seek(0)
+            raise RuntimeError(f"dg launch {' '.join(args)} failed: {log.read()[-2000:]!r}")
     return seconds, usage.ru_maxrss * 1024
 
 

@@ -32,13 +32,8 @@ def requested(request: dg.RunRequest, instance: dg.DagsterInstance) -> list[str]
 def test_runs_cover_adjacent_partitions_at_most_so_many_each():
     order = [f"q{i}" for i in range(10)]
     due = ["q0", "q1", "q2", "q4", "q5", "q9"]
-    assert contiguous_runs(order, due, 2) == [
-        ("q0", "q1"),
-        ("q2", "q2"),
-        ("q4", "q5"),
-        ("q9", "q9"),
-    ]
-    assert contiguous_runs(order, due, 40) == [("q0", "q2"), ("q4", "q5"), ("q9", "q9")]
+    assert contiguous_runs(order, due, 2) == [["q0", "q1"], ["q2"], ["q4", "q5"], ["q9"]]
+    assert contiguous_runs(order, due, 40) == [["q0", "q1", "q2"], ["q4", "q5"], ["q9"]]
     assert contiguous_runs(order, [], 40) == []
 
 

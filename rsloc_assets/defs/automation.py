@@ -111,20 +111,20 @@ def new_query_files(context: dg.SensorEvaluationContext, rsloc: RslocResource):
     order = [*context.instance.get_dynamic_partitions(queries_partitions.name), *new]
     return dg.SensorResult(
         run_requests=[
-            _run_request(order, first, last, stamps)
-            for first, last in contiguous_runs(order, due, SENSOR_QUERIES_PER_RUN)
+            _run_request(names, stamps)
+            for names in contiguous_runs(order, due, SENSOR_QUERIES_PER_RUN)
         ],
         dynamic_partitions_requests=[queries_partitions.build_add_request(new)] if new else [],
         cursor=json.dumps(stamps),
     )
 
 
-def _run_request(order: list[str], first: str, last: str, stamps: dict[str, int]) -> dg.RunRequest:
-    """One run for the partitions `first`…`last`, keyed by their names and stamps (a sensor
+def _run_request(names: list[str], stamps: dict[str, int]) -> dg.RunRequest:
+    """One run for the adjacent partitions `names`, keyed by their names and stamps (a sensor
     asks for the same images at the same stamps once)."""
-    if first == last:
+    first, last = names[0], names[-1]
+    if len(names) == 1:
         return dg.RunRequest(partition_key=first, run_key=f"{first}@{stamps[first]}")
-    names = order[order.index(first) : order.index(last) + 1]
     digest = hashlib.sha256(json.dumps([[n, stamps[n]] for n in names]).encode()).hexdigest()
     return dg.RunRequest(
         run_key=f"{first}...{last}@{digest[:16]}", tags=partition_range_tags(first, last)

@@ -53,14 +53,7 @@ def for_each_query(
     `failed` on its partition, and the others go on: the run fails only when every query did."""
     names = context.partition_keys
     asset = context.asset_key.to_user_string()
-    if len(names) == 1:
-        try:
-            meta = step(names[0])
-        except USER_ERRORS:
-            _discard(layout, names[0], asset)
-            raise
-        context.add_asset_metadata(dict(meta), partition_key=names[0])
-        return {names[0]: meta}
+    several = len(names) > 1
     progress = Progress(asset, len(names), unit="queries", logger=context.log)
     done: dict[str, Mapping[str, Any]] = {}
     failed: dict[str, str] = {}
@@ -68,14 +61,17 @@ def for_each_query(
         try:
             meta = step(name)
         except USER_ERRORS as err:
-            failed[name] = one_line(err)
             _discard(layout, name, asset)
+            if not several:
+                raise
+            failed[name] = one_line(err)
             context.log.error("%s failed for %s: %s", asset, name, failed[name])
             meta = {"failed": failed[name]}
         else:
             done[name] = meta
         context.add_asset_metadata(dict(meta), partition_key=name)
-        progress.advance()
+        if several:
+            progress.advance()
     if not done:
         raise dg.Failure(description=_failed_line(failed), allow_retries=False)
     if failed:
@@ -99,9 +95,9 @@ def _failed_line(failed: Mapping[str, str]) -> str:
     return f"{len(failed)} {'query' if len(failed) == 1 else 'queries'} failed: {listed}"
 
 
-def contiguous_runs(order: Sequence[str], due: Sequence[str], most: int) -> list[tuple[str, str]]:
-    """The `due` partitions as (first, last) ranges of partitions adjacent in `order` (the
-    partitions' own order), each at most `most` long: what one ranged run each can take."""
+def contiguous_runs(order: Sequence[str], due: Sequence[str], most: int) -> list[list[str]]:
+    """The `due` partitions in runs of partitions adjacent in `order` (the partitions' own
+    order), each at most `most` long: what one ranged run each can take."""
     wanted = set(due)
     runs: list[list[str]] = []
     previous = -2
@@ -113,4 +109,4 @@ def contiguous_runs(order: Sequence[str], due: Sequence[str], most: int) -> list
         else:
             runs.append([name])
         previous = position
-    return [(r[0], r[-1]) for r in runs]
+    return runs
