@@ -11,7 +11,7 @@ DG := $(VENV)/bin/dg
 RSLOC := $(VENV)/bin/rsloc
 
 .PHONY: setup demo test test-faults test-ui lint clean bench bench-clique bench-extraction bench-embedding bench-scale \
-	bench-real bench-gallery-size bench-descriptors bench-gallery-size-descriptors bench-runs bench-report
+	bench-real bench-gallery-size bench-descriptors bench-gallery-size-descriptors bench-runs bench-query bench-report
 
 setup: $(STAMPS)/gdal-python
 
@@ -72,7 +72,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: bench-clique bench-extraction bench-embedding bench-scale bench-real bench-gallery-size
+bench: bench-clique bench-extraction bench-embedding bench-scale bench-real bench-gallery-size bench-query
 	$(MAKE) bench-report
 
 bench-clique: setup
@@ -93,6 +93,10 @@ bench-real: setup
 # 40 queries of the small demo world through `dg launch`: one run each, then one run for all (~20 min).
 bench-runs: setup
 	$(PY) -m bench.runs
+
+# First run: builds the RSLoc gallery and an 824,796-tile table (≈ 8 min, cached in bench/.cache/query).
+bench-query: setup
+	LANCE_LOG=error $(PY) -m bench.query
 
 # First run: builds and embeds a 30,000-tile atlas (cached in bench/.cache/gallery_size).
 bench-gallery-size: setup

@@ -33,6 +33,7 @@ PATCHES_PER_QUERY = 100
 CANDIDATES_PER_PATCH = 2000
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data
 RESULTS_ENV = "RSLOC_BENCH_RESULTS"
 
 T = TypeVar("T")

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import GALLERY_TILES, show_progress, write_result
+from bench.common import GALLERY_TILES, SHARED_DATA, show_progress, write_result
 from bench.gallery_size import projected_recall, recall_at
-from bench.real import SHARED_DATA, datasets
+from bench.real import datasets
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.evaluation.metrics import patch_true_tiles
 from rsloc_assets.evaluation.truth import read_truth

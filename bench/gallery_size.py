@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import GALLERY_TILES, show_progress, timed, write_result
+from bench.common import GALLERY_TILES, SHARED_DATA, show_progress, timed, write_result
 from bench.graph import run_graph
-from bench.real import SHARED_DATA, rsloc_crops
+from bench.real import rsloc_crops
 from rsloc_assets.cliques.steps import default_clique_k
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.evaluation.metrics import (

@@ -33,35 +33,46 @@ class GraphRun:
     summary: Summary
 
 
+def _materialize(
+    instance: dg.DagsterInstance,
+    rsloc: RslocResource,
+    selection: Sequence[str],
+    partition: str | None = None,
+) -> float:
+    """Materialize `selection` (of one query partition) on `instance`; its wall seconds."""
+    _, ms = timed(
+        lambda: dg.materialize(
+            list(defs.assets),
+            selection=selection,
+            partition_key=partition,
+            resources={"rsloc": rsloc},
+            instance=instance,
+            run_config=QUIET,
+        )
+    )
+    return ms / 1e3
+
+
+def materialize_gallery(rsloc: RslocResource) -> float:
+    """Materialize the gallery assets (manifest, adapter, descriptor fit, embeddings); seconds."""
+    with dg.DagsterInstance.ephemeral() as instance:
+        return _materialize(instance, rsloc, GALLERY_ASSETS)
+
+
 def run_graph(layout: Layout, rsloc: RslocResource) -> GraphRun:
     """Materialize the gallery assets, each query partition, then `evaluation`."""
     # Closed here, in the main thread: left to the garbage collector, its SQLite connections may
     # be finalised in a verification worker thread, which SQLite refuses with a traceback.
     with dg.DagsterInstance.ephemeral() as instance:
-        assets = list(defs.assets)
-
-        def materialize(selection: Sequence[str], partition: str | None = None) -> float:
-            _, ms = timed(
-                lambda: dg.materialize(
-                    assets,
-                    selection=selection,
-                    partition_key=partition,
-                    resources={"rsloc": rsloc},
-                    instance=instance,
-                    run_config=QUIET,
-                )
-            )
-            return ms / 1e3
-
-        embed_s = materialize(GALLERY_ASSETS)
+        embed_s = _materialize(instance, rsloc, GALLERY_ASSETS)
         names = layout.query_names()
         instance.add_dynamic_partitions(queries_partitions.name, names)
         progress = Progress("localizing", len(names), "queries")
         walls = []
         for name in names:
-            walls.append(materialize(QUERY_ASSETS, name))
+            walls.append(_materialize(instance, rsloc, QUERY_ASSETS, name))
             progress.advance()
-        materialize(["evaluation"])
+        _materialize(instance, rsloc, ["evaluation"])
     scores = [QueryScore(**row) for row in pq.read_table(layout.report.table).to_pylist()]
     wall = statistics.fmean(walls) if walls else 0.0
     return GraphRun(embed_s, wall, scores, summarise(scores, len(names)))

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from osgeo import gdal
 
-from bench.common import show_progress, timed, write_result
+from bench.common import SHARED_DATA, show_progress, timed, write_result
 from bench.graph import run_graph
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.evaluation.metrics import QueryScore
@@ -38,7 +38,6 @@ from rsloc_assets.raster import crop_geotransform, rotated_crop, write_geotiff
 
 gdal.UseExceptions()
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 NAIP_GALLERY_DATE = "20200831"
 DATASETS = ("rsloc", "naip")
 

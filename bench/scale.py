@@ -70,6 +70,7 @@ DEFAULT_SETTING = (_SEARCH["nprobes"].default, _SEARCH["refine_factor"].default)
 DEFAULT_KIND = inspect.signature(TileStore.ensure_index).parameters["kind"].default
 SWEEPS = {  # (nprobes, refine_factor) per index kind; rsloc's default search comes first
     "ivf_flat": [DEFAULT_SETTING, (10, None), (50, None)],
+    "ivf_sq": [(20, None), (40, None)],
     "ivf_pq": [(20, 10), (20, None), (50, 2)],
 }
 
@@ -194,12 +195,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build_table(store: TileStore, gallery: np.ndarray, batch: int) -> list[float]:
-    """Upsert the gallery into `store` in batches of `batch` rows; seconds per upsert call."""
+def build_table(store: TileStore, gallery: np.ndarray, batch: int, first: int = 0) -> list[float]:
+    """Upsert the gallery into `store` in batches of `batch` rows, its row i the block's tile
+    `first` + i; seconds per upsert call."""
     seconds = []
     progress = Progress(f"writing {store.table}", len(gallery), "vectors")
     for start in range(0, len(gallery), batch):
-        rows = tile_batch(start, gallery[start : start + batch])
+        rows = tile_batch(first + start, gallery[start : start + batch])
         seconds.append(timed(lambda r=rows: store.upsert(r))[1] / 1e3)
         progress.advance(len(rows))
     return seconds

@@ -20,8 +20,9 @@ def test_report_from_committed_results(tmp_path):
 
 def test_empty_results_folder_lists_every_benchmark_as_not_run(tmp_path):
     text = report.write_report(tmp_path).read_text()
-    assert text.count("Not measured") == 7
+    assert text.count("Not measured") == 8
     assert "Not measured: `bench.runs` has not run." in text
+    assert "Not measured: `bench.query` has not run." in text
     assert "Not measured: `bench.descriptors` has not run." in text
     assert "Not measured: `bench.gallery_size` has not run." in text
     assert not list(tmp_path.glob("*.png"))

@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from rsloc_assets.cliques import hypotheses
 from rsloc_assets.cliques.hypotheses import HypothesisParams, Seed, rank_hypotheses, rigid_fit
 from rsloc_assets.geodesy import distance_m, offset_lonlat
 from rsloc_assets.grids import get_grid, ground_size_m
@@ -123,6 +124,20 @@ def test_seeds_at_one_place_merge_and_the_list_is_capped():
         h for h in ranked if distance_m(h.centre_lon, h.centre_lat, TRUE_LON, TRUE_LAT) < tile_m
     ]
     assert len(near_truth) == 1 and near_truth[0].rank == 0
+
+
+def test_seeds_scored_on_their_neighbourhood_rank_as_on_every_node(monkeypatch):
+    """Candidates lie up to 60 km away, the image spans ~5 km: each seed is fitted on the nodes
+    near it, and gives the hypotheses (and patch rows) a fit on every node gives."""
+    nodes, patches, true_hits, fake_hits, tile_m = _scene(25.0, hit_rate=0.8, seed=2)
+    rng = np.random.default_rng(5)
+    seeds = [Seed(true_hits[:4], Method.CLIQUE), Seed(fake_hits, Method.CLIQUE)]
+    seeds += [Seed(rng.choice(nodes.num_rows, 3, replace=False), Method.CLIQUE) for _ in range(60)]
+    params = HypothesisParams(max_hypotheses=10)
+    near, near_table = rank_hypotheses(nodes, patches, seeds, tile_m, GRID, Z, params)
+    monkeypatch.setattr(hypotheses, "REACH", math.inf)
+    every, every_table = rank_hypotheses(nodes, patches, seeds, tile_m, GRID, Z, params)
+    assert len(near) > 3 and near == every and near_table.equals(every_table)
 
 
 def test_no_seeds_no_hypotheses():

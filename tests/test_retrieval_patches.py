@@ -12,6 +12,7 @@ import pytest
 from osgeo import gdal, osr
 
 from rsloc_assets.raster import rotated_crop
+from rsloc_assets.retrieval.encoders import resize_square
 from rsloc_assets.retrieval.patches import (
     QueryImage,
     cut_patches,
@@ -240,3 +241,20 @@ def test_a_query_too_large_to_hold_is_refused_before_reading(tmp_path):
     ds = None
     with pytest.raises(ValueError, match="split it into tiles"):
         read_query(path, ref_lat=47.0)
+
+
+@pytest.mark.parametrize(
+    ("side_px", "heading"), [(500, 45.0), (500, 90.0), (120, 0.0), (120, 45.0)]
+)
+def test_views_resized_as_cut_are_the_encoders_resize_of_the_full_views(side_px, heading):
+    """Views asked for at the encoder's input size are exactly `resize_square` of the views at
+    full resolution, for a query larger than a patch and for one smaller (cropped views)."""
+    rng = np.random.default_rng(4)
+    q = _image(rng.integers(0, 255, (side_px, side_px, 3), dtype=np.uint8))
+    plan = plan_patches((200.0, 200.0), q.gsd_m)  # 150 px
+    table = cut_patches(q, plan)
+    full, valid = heading_views(q, table, plan, heading)
+    small, small_valid = heading_views(q, table, plan, heading, size=64)
+    assert len(full) > 0 and small.shape == (len(full), 64, 64, 3)
+    assert np.array_equal(small_valid, valid)
+    assert all(np.array_equal(s, resize_square(f, 64)) for s, f in zip(small, full, strict=True))

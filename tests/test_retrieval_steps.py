@@ -78,18 +78,50 @@ def test_each_tile_keeps_its_best_heading_and_ranks_are_recomputed():
     assert best_headings(hits.slice(0, 0), rows, HEADINGS, 3).schema == CANDIDATE_SCHEMA
 
 
-def test_only_the_heading_the_patches_match_best_on_average_is_kept():
+def test_the_heading_the_patches_match_best_on_average_wins():
     # 2 patches × 8 headings; vector v is patch v // 8 at heading v % 8.
     rows = np.arange(16)
-    hits = _hits(
+    best = _hits(
         [(v, str(v), 0.5) for v in rows]
         + [(3, "90", 0.9), (11, "91", 0.8), (8, "92", 0.95)]  # 135° twice; 0° once, higher
     )
-    kept = voted_heading(hits, rows, 8)
-    assert set((kept["patch"].to_numpy() % 8).tolist()) == {3}
-    assert voted_heading(hits, rows, 1) is hits
-    four = voted_heading(hits.filter(pa.compute.less(hits["patch"], 4)), rows[:4], 4)
-    assert set(four["patch"].to_pylist()) == {3}
+    assert voted_heading(best, rows, 8) == 3
+    assert voted_heading(best.filter(pa.compute.less(best["patch"], 4)), rows[:4], 4) == 3
+    assert voted_heading(best.slice(0, 0), rows, 8) == 0
+
+
+def test_two_searches_give_the_candidates_one_search_of_every_heading_gave(tmp_path):
+    """Voting on a top-1 search, then searching the winner's views alone, keeps exactly the
+    candidates of one top-K search of every view filtered to the voted heading (exact search)."""
+    rng = np.random.default_rng(3)
+    store = _store(tmp_path, _unit(rng.normal(size=(300, DIM))))
+    vectors = _unit(rng.normal(size=(6, len(HEADINGS), DIM)))
+    patches = pa.table(
+        {
+            "patch": pa.array(range(6), pa.int32()),
+            "width": pa.array([10] * 6, pa.int32()),
+            "height": pa.array([10] * 6, pa.int32()),
+            "heading_valid": pa.FixedSizeListArray.from_arrays(
+                pa.array(np.ones(6 * len(HEADINGS), np.float32)), len(HEADINGS)
+            ),
+            "vector": pa.FixedSizeListArray.from_arrays(
+                pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIM), len(HEADINGS)
+            ),
+        }
+    )
+    layout = Layout(tmp_path)
+    layout.query("q").write_patches(
+        patches, PatchMeta("q", 10, 10, (1.0, 1.0), "", INFO, 0.0, HEADINGS)
+    )
+    rows = np.arange(6 * len(HEADINGS))
+    every = store.search(vectors.reshape(-1, DIM), 50)
+    top1 = every.filter(pa.compute.equal(every["rank"], 0))
+    keep = (rows[every["patch"].to_numpy()] % len(HEADINGS)) == voted_heading(top1, rows, 4)
+    expected = best_headings(every.filter(pa.array(keep)), rows, HEADINGS, 50)
+    got = find_candidates(layout, "q", store, top_k=50).table
+    assert got.num_rows == 6 * 50
+    assert got.drop_columns(["score"]).equals(expected.drop_columns(["score"]))
+    np.testing.assert_allclose(got["score"].to_numpy(), expected["score"].to_numpy(), atol=1e-6)
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:

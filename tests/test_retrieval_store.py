@@ -137,7 +137,7 @@ def test_bad_batches_are_rejected(store: TileStore, gallery: np.ndarray) -> None
     assert store.count() == 0
 
 
-@pytest.mark.parametrize(("kind", "refine"), [("ivf_flat", None), ("ivf_pq", 10)])
+@pytest.mark.parametrize(("kind", "refine"), [("ivf_flat", None), ("ivf_sq", None), ("ivf_pq", 10)])
 def test_ann_index_keeps_planted_vectors_in_top10(tmp_path: Path, kind: str, refine) -> None:
     rng = np.random.default_rng(3)
     vectors = unit(rng.normal(size=(2000, DIM)))

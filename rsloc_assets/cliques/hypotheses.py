@@ -28,6 +28,12 @@ from rsloc_assets.geodesy import distance_m, metres_per_degree, offset_lonlat
 from rsloc_assets.grids import TileGrid
 from rsloc_assets.records import HYPOTHESIS_SCHEMA, Hypothesis, Method
 
+# A seed is scored on the nodes within this many times the farthest a supporting node can lie
+# from its fit's centre (image half-diagonal + support radius): refits move the centre less.
+# 80,000 candidates over 824,796 tiles (bench-query): 257 seeds ranked in 1.99 s on all nodes,
+# 0.29 s on their neighbourhoods (same hypotheses).
+REACH = 3.0
+
 
 @dataclass(frozen=True)
 class HypothesisParams:
@@ -94,32 +100,75 @@ def _patch_medians(patch: np.ndarray, score: np.ndarray, n_patches: int) -> np.n
     return out
 
 
+class _Nearby:
+    """The nodes near a place, found through their latitude order without a pass over them all.
+
+    A fit whose image centre lies `shift` metres from the place can only be supported by nodes
+    within |shift| + the image's half-diagonal + the support radius of it; `rows` holds every
+    node within `reach` of the place, so a fit is scored on them alone while that bound stays
+    inside `reach`, and on all nodes otherwise: the support is the one all nodes give.
+    """
+
+    def __init__(self, lon: np.ndarray, lat: np.ndarray, offsets: np.ndarray, radius_m: float):
+        self.lon, self.lat = lon, lat
+        self.by_lat = np.argsort(lat, kind="stable")
+        self.sorted_lat = lat[self.by_lat]
+        self.bound_m = float(np.hypot(offsets[:, 0], offsets[:, 1]).max(initial=0.0)) + radius_m
+        self.reach_m = REACH * self.bound_m
+
+    def rows(self, lon0: float, lat0: float, seed: np.ndarray) -> np.ndarray:
+        """Sorted indices of the nodes within `reach_m` of (lon0, lat0) on each axis, and `seed`."""
+        m_lon, m_lat = (float(v) for v in metres_per_degree(lat0))
+        span = self.reach_m / m_lat
+        lo, hi = np.searchsorted(self.sorted_lat, [lat0 - span, lat0 + span], side="left")
+        band = self.by_lat[lo : max(lo, hi)]
+        near = band[np.abs(self.lon[band] - lon0) * m_lon <= self.reach_m]
+        return np.union1d(near, seed)
+
+    def covers(self, shift: np.ndarray) -> bool:
+        """Whether every node that may support a fit of this shift is among `rows`."""
+        return math.hypot(*shift) + self.bound_m <= self.reach_m
+
+
+def _gap(offsets: np.ndarray, xy: np.ndarray, theta: float, shift: np.ndarray) -> np.ndarray:
+    """Metres between each node and where the fit puts its patch (`offsets` turned, shifted)."""
+    c, s = math.cos(theta), math.sin(theta)
+    dx = offsets[:, 0] * c - offsets[:, 1] * s + shift[0] - xy[:, 0]
+    dy = offsets[:, 0] * s + offsets[:, 1] * c + shift[1] - xy[:, 1]
+    return np.sqrt(dx * dx + dy * dy)
+
+
 def _fit_seed(
     seed: np.ndarray,
     offsets: np.ndarray,
-    lon: np.ndarray,
-    lat: np.ndarray,
     patch: np.ndarray,
     heading: np.ndarray,
     radius_m: float,
     refits: int,
+    nearby: _Nearby,
 ) -> tuple[_Fit, float, float] | None:
     """Fit on the seed, then refit on the closest agreeing hit of every patch; a lone hit takes
     its rotation from the heading it was retrieved at (radians)."""
+    lon, lat = nearby.lon, nearby.lat
     lon0, lat0 = float(np.median(lon[seed])), float(np.median(lat[seed]))
-    xy = _local(lon, lat, lon0, lat0)
+    rows = nearby.rows(lon0, lat0, seed)
+    xy = _local(lon[rows], lat[rows], lon0, lat0)
     members = seed
     fit = None
     for _ in range(refits + 1):
-        theta, shift = rigid_fit(offsets[members], xy[members], float(heading[members[0]]))
-        gap = np.linalg.norm(_rotate(offsets, theta) + shift - xy, axis=1)
-        agree = best_per_patch(np.flatnonzero(gap <= radius_m), patch, gap)
+        at = np.searchsorted(rows, members)
+        theta, shift = rigid_fit(offsets[members], xy[at], float(heading[members[0]]))
+        if len(rows) < len(lon) and not nearby.covers(shift):
+            rows = np.arange(len(lon))
+            xy = _local(lon, lat, lon0, lat0)
+        gap = _gap(offsets[rows], xy, theta, shift)
+        agree = best_per_patch(np.flatnonzero(gap <= radius_m), patch[rows], gap)
         if not len(agree):
             break
-        fit = _Fit(theta, shift, agree, float(np.sqrt(np.mean(gap[agree] ** 2))))
-        if np.array_equal(agree, members):
+        fit = _Fit(theta, shift, rows[agree], float(np.sqrt(np.mean(gap[agree] ** 2))))
+        if np.array_equal(rows[agree], members):
             break
-        members = agree
+        members = rows[agree]
     return None if fit is None else (fit, lon0, lat0)
 
 
@@ -152,12 +201,13 @@ def rank_hypotheses(
     offsets = np.stack([east[patch], north[patch]], axis=1)
     typical = _patch_medians(patch, score, patches.num_rows)
     radius = params.support_tiles * tile_m
+    nearby = _Nearby(lon, lat, offsets, radius)
     fits = []
     for seed in seeds:
         hits = best_per_patch(np.asarray(seed.hits, dtype=np.int64), patch, -score)
         if not len(hits):
             continue
-        found = _fit_seed(hits, offsets, lon, lat, patch, heading, radius, params.refits)
+        found = _fit_seed(hits, offsets, patch, heading, radius, params.refits, nearby)
         if found is not None:
             fit, lon0, lat0 = found
             hits = fit.support

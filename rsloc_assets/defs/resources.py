@@ -84,7 +84,7 @@ class RslocResource(dg.ConfigurableResource):
     verify_workers: int = _setting(2, "Threads matching patches in verification")
     verify_recheck: bool = _setting(True, "Re-check accepted matches by embedding similarity")
     index_min_rows: int = _setting(100_000, "Rows below which LanceDB searches exhaustively")
-    index_kind: IndexKind = _setting(IndexKind.IVF_FLAT, "ANN index: ivf_flat or ivf_pq")
+    index_kind: IndexKind = _setting(IndexKind.IVF_FLAT, "ANN index: ivf_flat, ivf_sq or ivf_pq")
 
     @model_validator(mode="before")
     @classmethod

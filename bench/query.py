@@ -1,0 +1,406 @@
+"""One 2,560 × 2,560 px query image through every stage at the paper's gallery scale: this
+checkout's code against a baseline commit's (default: the code #14 started from), in one run.
+
+- patches, verify: the RSLoc-820K query f20 (2,560² px at z15, France), given photometric
+  changes, against a ge z15 gallery the project's builder makes of all 12 RSLoc TIFFs (same
+  source: the query's own ground is in it), embedded with the resource's defaults.
+- search, cliques: the same patches (positions, valid shares, headings) with synthetic vectors,
+  against bench-scale's table of 824,796 tiles × 1,280 dims (its clustered model, IVF-FLAT).
+  A patch's north-up view is a noisy copy of the tile under its true centre (cosine ≈ 0.84), its
+  other headings noisier copies of random tiles (≈ 0.63), so the 2,000 candidates a patch that
+  enter the cliques hold the true place, as a working encoder's would.
+
+Each side runs in its own process with its own `rsloc_assets` (the baseline's exported by
+`git archive`, its native library built there) on its own copy of the prepared data, through the
+library's step functions: no Dagster, no start-up in the figures (the encoder's load is apart).
+patches, search and cliques: median of `--repeats` calls after one warm-up; verify: the first call
+(no mosaic feature cached, as for a query over new ground) and a second one (cached) apart.
+Run as `python -m bench.query`; it ends with one line, `query: tiles=824796 patches=<n>
+seconds(new/baseline) patches=<s>/<s> search=… cliques=… verify=… total=… (<x>× faster)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from osgeo import gdal
+
+from bench.common import (
+    GALLERY_TILES,
+    SHARED_DATA,
+    ZOOM,
+    gallery_index,
+    show_progress,
+    write_result,
+)
+from bench.scale import QUERY_NOISE, build_table, make_gallery
+from rsloc_assets.cliques.steps import find_cliques, localize_query
+from rsloc_assets.evaluation.truth import Truth, read_truth
+from rsloc_assets.geodesy import distance_m
+from rsloc_assets.grids import GeoGrid
+from rsloc_assets.layout import Layout
+from rsloc_assets.raster import write_geotiff
+
+gdal.UseExceptions()
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / "bench" / ".cache" / "query"
+BASELINE = "f792c44"  # the last commit before #14's work on speed
+QUERY_TIFF = "test100/f20_L15_arcgis.tiff"  # 2,560 × 2,560 px, one of the benchmark's queries
+NAME = "f20"
+DIM = 1280  # the default encoder's channels; bench-scale's wider table
+TABLE = "scale1280"
+OTHER_HEADING_NOISE = 0.6  # variance share of noise in a turned view: cosine ≈ 0.63 to its tile
+SEED = 0
+STAGES = ("patches", "search", "cliques", "verify")
+
+
+def prepare(args: argparse.Namespace) -> Path:
+    """The real gallery (built, embedded), the query, its scale-side patch file and the
+    824,796-tile table, each made once under the cache folder; returns that folder."""
+    root = args.cache
+    real = Layout(root / "real", gallery_path=root / "real" / "gallery.sqlite")
+    if not (root / "real.done").exists():
+        shutil.rmtree(root / "real", ignore_errors=True)
+        _prepare_real(real, args)
+        (root / "real.done").touch()
+    scale = root / f"table{args.rows}"
+    if not (scale / "done").exists():
+        shutil.rmtree(scale, ignore_errors=True)
+        _prepare_scale(real, scale, args)
+        (scale / "done").touch()
+    return root
+
+
+def _prepare_real(layout: Layout, args: argparse.Namespace) -> None:
+    from bench.graph import materialize_gallery
+    from bench.real import photometric
+    from rsloc_assets.defs.resources import RslocResource
+    from rsloc_assets.gallery.builder import build_gallery
+
+    tiffs = sorted((args.shared / "rsloc").glob("test*/*.tiff"))[: args.gallery_tiffs or None]
+    source = args.shared / "rsloc" / QUERY_TIFF
+    if source not in tiffs:
+        tiffs.append(source)
+    build_gallery(tiffs, layout.gallery, grid="ge", zoom=ZOOM, time="rsloc")
+    ds = gdal.Open(str(source))
+    rgb = np.moveaxis(ds.ReadAsArray(band_list=[1, 2, 3]), 0, -1)[: args.crop, : args.crop]
+    layout.queries.mkdir(parents=True, exist_ok=True)
+    crop = photometric(np.ascontiguousarray(rgb), np.random.default_rng(SEED))
+    write_geotiff(layout.queries / f"{NAME}.tif", crop, ds.GetGeoTransform(), ds.GetProjection())
+    materialize_gallery(RslocResource(data_dir=str(layout.root), gallery=str(layout.gallery)))
+
+
+def _prepare_scale(real: Layout, folder: Path, args: argparse.Namespace) -> None:
+    """The synthetic table (a block of `args.rows` tiles around the query; all 824,796 by
+    default), and the query's patches with vectors planted in it."""
+    from rsloc_assets.defs.resources import RslocResource
+    from rsloc_assets.retrieval.steps import prepare_query
+    from rsloc_assets.retrieval.store import TileStore
+
+    rsloc = RslocResource(data_dir=str(real.root), gallery=str(real.gallery))
+    work = work_copy(real, Layout(folder / "layout"))
+    prepare_query(
+        work, NAME, real.gallery_levels(), rsloc.load_encoder(), rsloc.cut_th,
+        rsloc.stride_tiles, rsloc.query_headings,
+    )  # fmt: skip
+    patches, meta = work.query(NAME).patches()
+    truth = read_truth(real.query_file(NAME))
+    tiles = true_tiles(patches, truth)
+    first = int(np.clip((tiles.min() + tiles.max() - args.rows) // 2, 0, GALLERY_TILES - args.rows))
+    gallery = make_gallery(args.rows, DIM, SEED)
+    store = TileStore(str(folder / "lancedb"), TABLE, DIM)
+    build_table(store, gallery, 50_000, first)
+    store.ensure_index(min_rows=0)
+    vectors = planted_vectors(tiles - first, gallery, len(meta.headings))
+    table = patches.set_column(patches.schema.get_field_index("vector"), "vector", nested(vectors))
+    info = replace(meta.gallery, tiles=args.rows)
+    work.query(NAME).write_patches(table, replace(meta, gallery=info))
+
+
+def true_tiles(patches: pa.Table, truth: Truth) -> np.ndarray:
+    """Index in the gallery block of the tile under each patch's true centre."""
+    lon, lat = truth.pixel_to_lonlat(patches["cx"].to_numpy(), patches["cy"].to_numpy())
+    tiles = [GeoGrid().tile_at(float(a), float(b), ZOOM) for a, b in zip(lon, lat, strict=True)]
+    index = gallery_index(np.array([t.col for t in tiles]), np.array([t.row for t in tiles]))
+    if (index < 0).any() or (index >= GALLERY_TILES).any():
+        raise ValueError("the query lies outside the synthetic gallery's block of tiles")
+    return index
+
+
+def work_copy(src: Layout, dst: Layout) -> Layout:
+    """`dst` as a fresh copy of `src`: its gallery, LanceDB tables, models, queries and gallery
+    manifest, but no query's work and no cached mosaic features."""
+    shutil.rmtree(dst.root, ignore_errors=True)
+    shutil.copytree(src.root, dst.root, ignore=lambda d, _: ["work"] if d == str(src.root) else [])
+    dst.work.mkdir()
+    for path in src.work.iterdir():
+        if path.is_file():
+            shutil.copy2(path, dst.work / path.name)
+    return Layout(dst.root, gallery_path=dst.root / src.gallery.name)
+
+
+def planted_vectors(rows: np.ndarray, gallery: np.ndarray, headings: int) -> np.ndarray:
+    """N × headings × dim unit vectors: heading 0 of patch i a noisy copy of gallery row
+    `rows[i]` (its true tile), the other headings noisier copies of random rows."""
+    rng = np.random.default_rng([SEED, 2])
+    source = gallery[rng.integers(0, len(gallery), (len(rows), headings))]
+    source[:, 0] = gallery[rows]
+    share = np.full(headings, OTHER_HEADING_NOISE)
+    share[0] = QUERY_NOISE
+    noise = rng.standard_normal(source.shape, dtype=np.float32) / math.sqrt(gallery.shape[1])
+    out = np.sqrt(1 - share)[None, :, None] * source + np.sqrt(share)[None, :, None] * noise
+    return (out / np.linalg.norm(out, axis=2, keepdims=True)).astype(np.float32)
+
+
+def nested(values: np.ndarray) -> pa.FixedSizeListArray:
+    """An N × H × dim float array as fixed-size lists of fixed-size lists of float32."""
+    flat = pa.array(np.ascontiguousarray(values, np.float32).ravel())
+    for size in reversed(values.shape[1:]):
+        flat = pa.FixedSizeListArray.from_arrays(flat, size)
+    return flat
+
+
+def timed_s(fn: Callable[[], object]) -> tuple[object, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def median_of(fn: Callable[[], object], repeats: int) -> tuple[object, float, list[float]]:
+    """`fn`'s last result, the median of `repeats` timed calls after one warm-up, and the times."""
+    fn()
+    runs = [timed_s(fn) for _ in range(repeats)]
+    seconds = [s for _, s in runs]
+    return runs[-1][0], statistics.median(seconds), seconds
+
+
+def run_side(prepared: Path, work: Path, repeats: int, rows: int) -> dict:
+    """Every stage of the query with the `rsloc_assets` this process imports: seconds and what
+    each stage found (for comparing the two sides)."""
+    from rsloc_assets.defs.resources import RslocResource
+    from rsloc_assets.retrieval.steps import find_candidates, prepare_query
+    from rsloc_assets.retrieval.store import TileStore
+    from rsloc_assets.verification.steps import verify_query
+
+    shutil.rmtree(work, ignore_errors=True)
+    source = Layout(prepared / "real", gallery_path=prepared / "real" / "gallery.sqlite")
+    real = work_copy(source, Layout(work / "real"))
+    rsloc = RslocResource(data_dir=str(real.root), gallery=str(real.gallery))
+    encoder, load_s = timed_s(rsloc.load_encoder)
+    recheck = rsloc.base_encoder() if rsloc.verify_recheck else None
+    levels = real.gallery_levels()
+    args = (real, NAME, levels, encoder, rsloc.cut_th, rsloc.stride_tiles, rsloc.query_headings)
+    patched, patches_s, patches_runs = median_of(lambda: prepare_query(*args), repeats)
+    real_hits, real_search_s = timed_s(
+        lambda: find_candidates(real, NAME, rsloc.store(encoder, levels[0]), rsloc.top_k)
+    )
+    find_cliques(real, NAME, rsloc.clique_k, rsloc.clique_tolerance_tiles, rsloc.vote_top)
+    localize_query(real, NAME, rsloc.vote_top)
+
+    def verify():
+        return verify_query(
+            real, NAME, recheck, hypotheses=rsloc.verify_hypotheses, workers=rsloc.verify_workers
+        )
+
+    (record, _), verify_s = timed_s(verify)
+    _, verify_warm_s = timed_s(verify)
+    truth = read_truth(real.query_file(NAME))
+
+    scale = Layout(work / "scale")
+    shutil.copytree(prepared / f"table{rows}" / "layout" / "work", scale.root / "work")
+    store = TileStore(str(prepared / f"table{rows}" / "lancedb"), TABLE, DIM)
+    hits, search_s, search_runs = median_of(
+        lambda: find_candidates(scale, NAME, store, rsloc.top_k), repeats
+    )
+    summary, cliques_s, clique_runs = median_of(
+        lambda: find_cliques(
+            scale, NAME, rsloc.clique_k, rsloc.clique_tolerance_tiles, rsloc.vote_top
+        ),
+        repeats,
+    )
+    breakdown = search_breakdown(scale, store, rsloc.top_k)
+    _, ranked = scale.query(NAME).hypotheses()
+    best = ranked[0] if ranked else None
+    seconds = {
+        "patches": patches_s,
+        "search": search_s,
+        "cliques": cliques_s,
+        "verify": verify_s,
+    }
+    seconds["total"] = sum(seconds.values())
+    est = record.estimate
+    return {
+        "seconds": seconds,
+        "runs_s": {"patches": patches_runs, "search": search_runs, "cliques": clique_runs},
+        "encoder_load_s": load_s,
+        "verify_cached_s": verify_warm_s,
+        "real_gallery_search_s": real_search_s,
+        "search_breakdown_s": breakdown,
+        "patches": patched.table.num_rows,
+        "headings": rsloc.query_headings,
+        "real_candidates": real_hits.table.num_rows,
+        "scale_candidates": hits.table.num_rows,
+        "scale_candidate_keys": _digest(hits.table),
+        "cliques": {
+            "nodes": summary.nodes,
+            "edges": summary.edges,
+            "maximal": summary.maximal,
+            "kept": summary.kept,
+            "best_support": summary.best_support,
+            "best_hypothesis_error_m": (
+                float(distance_m(best.centre_lon, best.centre_lat, *truth.centre_lonlat))
+                if best
+                else None
+            ),
+        },
+        "verified": {
+            "method": str(est.method),
+            "support": est.support,
+            "centre": [est.centre_lon, est.centre_lat],
+            "centre_error_m": (
+                float(distance_m(est.centre_lon, est.centre_lat, *truth.centre_lonlat))
+                if est.centre_lon is not None
+                else None
+            ),
+        },
+    }
+
+
+def search_breakdown(scale: Layout, store, top_k: int) -> dict[str, float]:
+    """Seconds of single `TileStore.search` calls over the query's views at scale, to say where
+    search time goes: every view's top 1 over 1 and over 20 partitions (the vote), one heading's
+    views' top `top_k` (the candidates) and every view's top `top_k` (one search of them all)."""
+    patches, meta = scale.query(NAME).patches()
+    dim = patches.schema.field("vector").type.value_type.list_size
+    views = patches["vector"].combine_chunks().flatten().flatten().to_numpy()
+    views = views.reshape(-1, dim)
+    calls = {
+        "views_top1_nprobes1": lambda: store.search(views, 1, nprobes=1),
+        "views_top1_nprobes20": lambda: store.search(views, 1, nprobes=20),
+        "one_heading_top_k": lambda: store.search(views[:: len(meta.headings)], top_k),
+        "views_top_k": lambda: store.search(views, top_k),
+    }
+    return {name: timed_s(call)[1] for name, call in calls.items()}
+
+
+def _digest(table: pa.Table) -> str:
+    """A short hash of a candidate table's (patch, rank, key) rows, to compare two sides."""
+    import hashlib
+
+    rows = zip(*(table[c].to_pylist() for c in ("patch", "rank", "key")), strict=True)
+    return hashlib.sha256(repr(sorted(rows)).encode()).hexdigest()[:16]
+
+
+def baseline_checkout(rev: str, cache: Path) -> Path:
+    """A folder holding `rev`'s `rsloc_assets`, with that commit's native library built in it
+    (exported once with `git archive`: this repository's git state is left as it is)."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    tree = cache / f"baseline-{commit[:12]}"
+    if not (tree / ".built").exists():
+        shutil.rmtree(tree, ignore_errors=True)
+        archive = subprocess.run(
+            ["git", "archive", commit, "rsloc_assets", "native"],
+            cwd=REPO, capture_output=True, check=True,
+        ).stdout  # fmt: skip
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tree, filter="data")
+        build = (
+            "import sys; sys.path.insert(0, 'native'); from build_cffi import ffibuilder; "
+            "ffibuilder.compile(tmpdir='.', verbose=False)"
+        )
+        subprocess.run([sys.executable, "-c", build], cwd=tree, check=True, capture_output=True)
+        (tree / ".built").write_text(commit)
+    return tree
+
+
+def side(label: str, code: Path | None, args: argparse.Namespace) -> dict:
+    """Run `run_side` in a child process importing `rsloc_assets` from `code` (None: here)."""
+    out = args.cache / f"side-{label}.json"
+    out.unlink(missing_ok=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(p) for p in (code, REPO) if p))
+    command = [
+        sys.executable, "-m", "bench.query", "--side", str(out), "--cache", str(args.cache),
+        "--rows", str(args.rows), "--repeats", str(args.repeats),
+    ]  # fmt: skip
+    subprocess.run(command, cwd=code or REPO, env=env, check=True)
+    return json.loads(out.read_text())
+
+
+def main(argv: list[str] | None = None) -> str:
+    """Prepare once, run both sides, write query.json, print one line; returns the line."""
+    parser = argparse.ArgumentParser(prog="python -m bench.query", description=__doc__)
+    parser.add_argument("--baseline", default=BASELINE, help="the commit to compare against")
+    parser.add_argument("--rows", type=int, default=GALLERY_TILES, help="synthetic table rows")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--crop", type=int, default=2560, help="query side in px (≤ 2,560)")
+    parser.add_argument("--gallery-tiffs", type=int, default=0, help="RSLoc TIFFs (0: all)")
+    parser.add_argument("--shared", type=Path, default=SHARED_DATA)
+    parser.add_argument("--cache", type=Path, default=CACHE)
+    parser.add_argument("--results-dir", type=Path, default=None)
+    parser.add_argument("--side", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.side:
+        figures = run_side(args.cache, args.cache / args.side.stem, args.repeats, args.rows)
+        args.side.write_text(json.dumps(figures, indent=2))
+        return ""
+    if not (args.shared / "rsloc" / QUERY_TIFF).exists():
+        line = f"query: skipped, no {QUERY_TIFF} under {args.shared / 'rsloc'}"
+        print(line)
+        return line
+    args.cache.mkdir(parents=True, exist_ok=True)
+    prepare(args)
+    code = baseline_checkout(args.baseline, args.cache)
+    baseline = side("baseline", code, args)
+    new = side("new", None, args)
+    ratio = {k: baseline["seconds"][k] / max(new["seconds"][k], 1e-9) for k in new["seconds"]}
+    figures = {
+        "tiles": args.rows,
+        "query": f"{QUERY_TIFF} ({args.crop}² px, photometric changes, seed {SEED})",
+        "dim_searched": DIM,
+        "seconds": new["seconds"],
+        "baseline": {"commit": (code / ".built").read_text()[:12], "seconds": baseline["seconds"]},
+        "baseline_over_new": ratio,
+        "budgets_s": {"patches": 1.5, "search": 0.2, "cliques": 0.1, "verify": 2.0},
+        "same_candidates": new["scale_candidate_keys"] == baseline["scale_candidate_keys"],
+        "new": new,
+        "baseline_side": baseline,
+        "timing": (
+            "time.perf_counter around the library's step functions in a child process per side; "
+            f"median of {args.repeats} after a warm-up (patches, search, cliques); verify = first "
+            "call, mosaic features not cached"
+        ),
+    }
+    write_result("query", figures, args.results_dir)
+    shown = " ".join(
+        f"{k}={new['seconds'][k]:.2f}/{baseline['seconds'][k]:.2f}" for k in (*STAGES, "total")
+    )
+    line = (
+        f"query: tiles={args.rows} patches={new['patches']} seconds(new/baseline) {shown}"
+        f" ({ratio['total']:.2f}x faster)"
+    )
+    print(line)
+    return line
+
+
+if __name__ == "__main__":
+    show_progress()
+    main()
