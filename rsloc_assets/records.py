@@ -324,3 +324,8 @@ class Verification:
             d.get("hypothesis"),
             d.get("hypotheses_tried", []),
         )
+
+
+def key_times(table: pa.Table) -> dict[str, str]:
+    """Tile key → imagery time of a table with `key` and `time` columns (a manifest, a store)."""
+    return dict(zip(table["key"].to_pylist(), table["time"].to_pylist(), strict=True))

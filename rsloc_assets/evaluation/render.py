@@ -14,7 +14,7 @@ import numpy as np
 from rsloc_assets.gallery.reader import Gallery, TileRef, decode_tile
 from rsloc_assets.grids import TILE_PX, TileGrid, TileKey
 from rsloc_assets.layout import Layout
-from rsloc_assets.records import GalleryInfo
+from rsloc_assets.records import GalleryInfo, key_times
 
 ESTIMATE, TRUTH = (230, 40, 40), (40, 200, 60)  # RGB outline colours
 MARGIN = 0.25  # of the places' extent, around them
@@ -79,8 +79,7 @@ def render_gallery(
     # Blocks drawn at up to twice the output's resolution, then scaled down once.
     px = int(np.clip(math.ceil(2 * height_px / blocks_r), 8, TILE_PX))
     canvas = np.zeros((blocks_r * px, blocks_c * px, 3), np.uint8)
-    times = layout.read_manifest(["key", "time"], zoom=info.zoom)
-    time_of = dict(zip(times["key"].to_pylist(), times["time"].to_pylist(), strict=True))
+    time_of = key_times(layout.read_manifest(["key", "time"], zoom=info.zoom))
     with Gallery.open(layout.gallery) as gallery:
         for i in range(blocks_r):
             for j in range(blocks_c):

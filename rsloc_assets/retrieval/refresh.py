@@ -12,7 +12,7 @@ import pyarrow as pa
 from rsloc_assets.gallery.reader import Gallery, MosaicStats, TileRef
 from rsloc_assets.grids import TileKey
 from rsloc_assets.progress import Progress
-from rsloc_assets.records import tile_schema
+from rsloc_assets.records import key_times, tile_schema
 from rsloc_assets.retrieval.encoders import Encoder, embed_stream
 from rsloc_assets.retrieval.store import TileStore, vector_array
 
@@ -128,7 +128,7 @@ def refresh_embeddings(
     if duplicates:
         log.warning("%d tiles stored more than once: re-embedding them", len(duplicates))
         store.delete(duplicates)
-    times = dict(zip(manifest["key"].to_pylist(), manifest["time"].to_pylist(), strict=True))
+    times = key_times(manifest)
     still_corrupt = {k: t for k, t in known_corrupt.items() if times.get(k) == t}
     plan = plan_refresh(manifest, store.versions() | still_corrupt)
     log.info(

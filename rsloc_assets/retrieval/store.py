@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from lancedb.index import IvfFlat, IvfPq, IvfSq
 from lancedb.table import Table
 
-from rsloc_assets.records import SEARCH_SCHEMA, tile_schema
+from rsloc_assets.records import SEARCH_SCHEMA, key_times, tile_schema
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +155,7 @@ class TileStore:
 
     def versions(self) -> dict[str, str]:
         """Key → imagery time of every stored tile, to embed only new or changed tiles."""
-        table = self.to_arrow(["key", "time"])
-        return dict(zip(table["key"].to_pylist(), table["time"].to_pylist(), strict=True))
+        return key_times(self.to_arrow(["key", "time"]))
 
     def duplicate_keys(self) -> list[str]:
         """Keys stored in more than one row (sorted): merges on the key never make them, but two

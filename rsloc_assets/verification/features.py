@@ -5,10 +5,10 @@ size it is matched at (`matching.working_size`: one per query ground resolution)
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from rsloc_assets.gallery.reader import MOSAIC_PX, Gallery, TileRef
 from rsloc_assets.grids import TileKey
@@ -86,16 +86,16 @@ class FeatureCache:
     def mosaics(
         self,
         gallery: Gallery,
-        manifest: pa.Table,
-        keys: set[str],
+        times: Mapping[str, str],
+        keys: Iterable[str],
         patch_size: tuple[int, int] | None = None,
     ) -> dict[str, tuple[np.ndarray, Features]]:
-        """Mosaic and features of each tile key at its manifest time; unreadable tiles left out.
+        """Mosaic and features of each tile key at its time in `times` (the manifest's, see
+        `key_times`); keys not there and unreadable tiles left out.
 
         Features are at the working size for patches of `patch_size` = (w, h), as `match_patch`
         uses them; at the mosaic's own size without one."""
-        times = dict(zip(manifest["key"].to_pylist(), manifest["time"].to_pylist(), strict=True))
-        tiles = [TileKey.parse(k) for k in sorted(keys)]
+        tiles = [TileKey.parse(k) for k in sorted(set(keys) & times.keys())]
         refs = [TileRef(t.z, t.col, t.row, times[t.key]) for t in tiles]
         out = {}
         for ref, mosaic in gallery.mosaics(refs):

@@ -15,7 +15,14 @@ import pyarrow.compute as pc
 from rsloc_assets.gallery.reader import Gallery
 from rsloc_assets.grids import TileKey
 from rsloc_assets.layout import Layout
-from rsloc_assets.records import MATCH_SCHEMA, Hypothesis, Localization, Method, Verification
+from rsloc_assets.records import (
+    MATCH_SCHEMA,
+    Hypothesis,
+    Localization,
+    Method,
+    Verification,
+    key_times,
+)
 from rsloc_assets.retrieval.encoders import Encoder
 from rsloc_assets.retrieval.patches import read_query, window_of
 from rsloc_assets.verification.features import FeatureCache
@@ -127,8 +134,7 @@ def verify_query(
     tried: list[_Tried] = []
     if ranked and not meta.reason:
         query = read_query(layout.query_file(name), meta.gallery.ref_lat)
-        manifest = layout.read_manifest(["key", "time"])
-        in_gallery = set(manifest["key"].to_pylist())
+        times = key_times(layout.read_manifest(["key", "time"]))
         windows = patches.select(["x0", "y0", "width", "height"]).to_pylist()
         # All patches of a query share one size (`plan_patches`), hence one working size.
         patch_size = (windows[0]["width"], windows[0]["height"]) if windows else None
@@ -142,9 +148,7 @@ def verify_query(
         found_features: dict[int, Features] = {}
         for h in ranked if single else ranked[:hypotheses]:
             plan = verification_plan(table, h.rank)
-            keys = {t["key"] for tiles in plan.values() for t in tiles} & in_gallery
-            with Gallery.open(layout.gallery) as gallery:
-                mosaics = cache.mosaics(gallery, manifest, keys, patch_size)
+            mosaics: dict[str, tuple[np.ndarray, Features]] = {}
 
             def verify(
                 patch: int,
@@ -177,12 +181,18 @@ def verify_query(
 
             rows, points = [], []
             order, batch = list(plan), 2 * workers
-            with ThreadPoolExecutor(max_workers=workers) as pool:
+            with Gallery.open(layout.gallery) as gallery, ThreadPoolExecutor(workers) as pool:
                 for i in range(0, len(order), batch):
+                    part = order[i : i + batch]
+                    # Mosaics are read, and their SIFT found, for the patches about to be tried
+                    # only (in this thread: the gallery's connection is its own); a hypothesis
+                    # often stops after ENOUGH_ACCEPTED of its patches.
+                    wanted = {t["key"] for p in part for t in plan[p]} - mosaics.keys()
+                    mosaics.update(cache.mosaics(gallery, times, wanted, patch_size))
                     # Once a hypothesis has patches confirmed by the re-check, geometry alone
                     # accepts the rest: the footprint fit keeps only patches that agree.
                     recheck = encoder if len(points) < CONFIRMED_BY_EMBEDDING else None
-                    found_batch = pool.map(lambda p, e=recheck: verify(p, e), order[i : i + batch])
+                    found_batch = pool.map(lambda p, e=recheck: verify(p, e), part)
                     for patch_rows, found in found_batch:
                         rows += patch_rows
                         if found is not None:
