@@ -36,8 +36,8 @@ from rsloc_assets.retrieval.store import TileStore
 log = logging.getLogger(__name__)
 
 # IVF partitions the heading vote's top-1 search probes: each view's best tile is nearly always
-# in its nearest partition. 320 views at 824,796 × 1,280-d (IVF-FLAT, 908 partitions): 355 ms
-# at 1, 1.15 s at 4, 3.94 s at the 20 candidate search probes (bench-query: same candidates).
+# in its nearest partition. bench-query, 320 views at 824,796 × 1,280-d (IVF-FLAT, 908
+# partitions): 0.29 s at 1, 5.1 s at the 20 the candidate search probes; same candidates.
 VOTE_NPROBES = 1
 CHECK_VALUES = 20_000 * 1280  # floats the embeddings check reads (20,000 GeM vectors, 100 MB)
 SCORE_SLACK = 1e-4  # cosine scores may exceed ±1 by float32 rounding

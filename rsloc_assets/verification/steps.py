@@ -149,6 +149,7 @@ def verify_query(
         for h in ranked if single else ranked[:hypotheses]:
             plan = verification_plan(table, h.rank)
             mosaics: dict[str, tuple[np.ndarray, Features]] = {}
+            asked: set[str] = set()  # read once, readable or not
 
             def verify(
                 patch: int,
@@ -187,7 +188,8 @@ def verify_query(
                     # Mosaics are read, and their SIFT found, for the patches about to be tried
                     # only (in this thread: the gallery's connection is its own); a hypothesis
                     # often stops after ENOUGH_ACCEPTED of its patches.
-                    wanted = {t["key"] for p in part for t in plan[p]} - mosaics.keys()
+                    wanted = {t["key"] for p in part for t in plan[p]} - asked
+                    asked |= wanted
                     mosaics.update(cache.mosaics(gallery, times, wanted, patch_size))
                     # Once a hypothesis has patches confirmed by the re-check, geometry alone
                     # accepts the rest: the footprint fit keeps only patches that agree.
