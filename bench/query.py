@@ -22,6 +22,7 @@ seconds(new/baseline) patches=<s>/<s> search=… cliques=… verify=… total=�
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import math
@@ -31,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -46,6 +46,7 @@ from bench.common import (
     ZOOM,
     gallery_index,
     show_progress,
+    timed,
     write_result,
 )
 from bench.scale import QUERY_NOISE, build_table, make_gallery
@@ -110,7 +111,7 @@ def _prepare_scale(real: Layout, folder: Path, args: argparse.Namespace) -> None
     """The synthetic table (a block of `args.rows` tiles around the query; all 824,796 by
     default), and the query's patches with vectors planted in it."""
     from rsloc_assets.defs.resources import RslocResource
-    from rsloc_assets.retrieval.steps import prepare_query
+    from rsloc_assets.retrieval.steps import nested_lists, prepare_query
     from rsloc_assets.retrieval.store import TileStore
 
     rsloc = RslocResource(data_dir=str(real.root), gallery=str(real.gallery))
@@ -128,7 +129,9 @@ def _prepare_scale(real: Layout, folder: Path, args: argparse.Namespace) -> None
     build_table(store, gallery, 50_000, first)
     store.ensure_index(min_rows=0)
     vectors = planted_vectors(tiles - first, gallery, len(meta.headings))
-    table = patches.set_column(patches.schema.get_field_index("vector"), "vector", nested(vectors))
+    table = patches.set_column(
+        patches.schema.get_field_index("vector"), "vector", nested_lists(vectors)
+    )
     info = replace(meta.gallery, tiles=args.rows)
     work.query(NAME).write_patches(table, replace(meta, gallery=info))
 
@@ -168,25 +171,11 @@ def planted_vectors(rows: np.ndarray, gallery: np.ndarray, headings: int) -> np.
     return (out / np.linalg.norm(out, axis=2, keepdims=True)).astype(np.float32)
 
 
-def nested(values: np.ndarray) -> pa.FixedSizeListArray:
-    """An N × H × dim float array as fixed-size lists of fixed-size lists of float32."""
-    flat = pa.array(np.ascontiguousarray(values, np.float32).ravel())
-    for size in reversed(values.shape[1:]):
-        flat = pa.FixedSizeListArray.from_arrays(flat, size)
-    return flat
-
-
-def timed_s(fn: Callable[[], object]) -> tuple[object, float]:
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
-
-
 def median_of(fn: Callable[[], object], repeats: int) -> tuple[object, float, list[float]]:
     """`fn`'s last result, the median of `repeats` timed calls after one warm-up, and the times."""
     fn()
-    runs = [timed_s(fn) for _ in range(repeats)]
-    seconds = [s for _, s in runs]
+    runs = [timed(fn) for _ in range(repeats)]
+    seconds = [ms / 1e3 for _, ms in runs]
     return runs[-1][0], statistics.median(seconds), seconds
 
 
@@ -202,12 +191,12 @@ def run_side(prepared: Path, work: Path, repeats: int, rows: int) -> dict:
     source = Layout(prepared / "real", gallery_path=prepared / "real" / "gallery.sqlite")
     real = work_copy(source, Layout(work / "real"))
     rsloc = RslocResource(data_dir=str(real.root), gallery=str(real.gallery))
-    encoder, load_s = timed_s(rsloc.load_encoder)
+    encoder, load_ms = timed(rsloc.load_encoder)
     recheck = rsloc.base_encoder() if rsloc.verify_recheck else None
     levels = real.gallery_levels()
     args = (real, NAME, levels, encoder, rsloc.cut_th, rsloc.stride_tiles, rsloc.query_headings)
     patched, patches_s, patches_runs = median_of(lambda: prepare_query(*args), repeats)
-    real_hits, real_search_s = timed_s(
+    real_hits, real_search_ms = timed(
         lambda: find_candidates(real, NAME, rsloc.store(encoder, levels[0]), rsloc.top_k)
     )
     find_cliques(real, NAME, rsloc.clique_k, rsloc.clique_tolerance_tiles, rsloc.vote_top)
@@ -218,8 +207,8 @@ def run_side(prepared: Path, work: Path, repeats: int, rows: int) -> dict:
             real, NAME, recheck, hypotheses=rsloc.verify_hypotheses, workers=rsloc.verify_workers
         )
 
-    (record, _), verify_s = timed_s(verify)
-    _, verify_warm_s = timed_s(verify)
+    (record, _), verify_ms = timed(verify)
+    _, verify_warm_ms = timed(verify)
     truth = read_truth(real.query_file(NAME))
 
     scale = Layout(work / "scale")
@@ -241,16 +230,16 @@ def run_side(prepared: Path, work: Path, repeats: int, rows: int) -> dict:
         "patches": patches_s,
         "search": search_s,
         "cliques": cliques_s,
-        "verify": verify_s,
+        "verify": verify_ms / 1e3,
     }
     seconds["total"] = sum(seconds.values())
     est = record.estimate
     return {
         "seconds": seconds,
         "runs_s": {"patches": patches_runs, "search": search_runs, "cliques": clique_runs},
-        "encoder_load_s": load_s,
-        "verify_cached_s": verify_warm_s,
-        "real_gallery_search_s": real_search_s,
+        "encoder_load_s": load_ms / 1e3,
+        "verify_cached_s": verify_warm_ms / 1e3,
+        "real_gallery_search_s": real_search_ms / 1e3,
         "search_breakdown_s": breakdown,
         "patches": patched.table.num_rows,
         "headings": rsloc.query_headings,
@@ -296,13 +285,11 @@ def search_breakdown(scale: Layout, store, top_k: int) -> dict[str, float]:
         "one_heading_top_k": lambda: store.search(views[:: len(meta.headings)], top_k),
         "views_top_k": lambda: store.search(views, top_k),
     }
-    return {name: timed_s(call)[1] for name, call in calls.items()}
+    return {name: timed(call)[1] / 1e3 for name, call in calls.items()}
 
 
 def _digest(table: pa.Table) -> str:
     """A short hash of a candidate table's (patch, rank, key) rows, to compare two sides."""
-    import hashlib
-
     rows = zip(*(table[c].to_pylist() for c in ("patch", "rank", "key")), strict=True)
     return hashlib.sha256(repr(sorted(rows)).encode()).hexdigest()[:16]
 

@@ -162,8 +162,8 @@ def prepare_query(
             views, valid[rows, i] = heading_views(query, part, plan, turn, encoder.input_size)
             if len(views):
                 vectors[rows, i] = encoder.embed(views)
-    table = table.append_column("heading_valid", _nested(valid)).append_column(
-        "vector", _nested(vectors)
+    table = table.append_column("heading_valid", nested_lists(valid)).append_column(
+        "vector", nested_lists(vectors)
     )
     seconds = time.perf_counter() - start
     meta = PatchMeta(name, query.width, query.height, query.gsd_m, reason, info, seconds, turns)
@@ -171,8 +171,9 @@ def prepare_query(
     return PatchResult(table, query.width, query.height, query.gsd_m, reason, seconds, info.zoom)
 
 
-def _nested(values: np.ndarray) -> pa.FixedSizeListArray:
-    """An N×H(×dim) float array as fixed-size lists (of fixed-size lists) of float32."""
+def nested_lists(values: np.ndarray) -> pa.FixedSizeListArray:
+    """An N×H(×dim) float array as fixed-size lists (of fixed-size lists) of float32, as the patch
+    table holds `heading_valid` and `vector`."""
     flat = pa.array(np.ascontiguousarray(values, np.float32).ravel())
     for size in reversed(values.shape[1:]):
         flat = pa.FixedSizeListArray.from_arrays(flat, size)
