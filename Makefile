@@ -42,7 +42,10 @@ $(STAMPS)/gdal-python: $(STAMPS)/gdal-lib $(STAMPS)/install
 
 demo: setup
 	$(RSLOC) demo init --root data
-	$(DG) launch --assets gallery_tiles,gallery_adapter,descriptor_model,tile_embeddings
+	$(DG) launch --job refresh_gallery
+	@# every gallery block in one run, then the index (the sensors do the same under `dg dev`)
+	RSLOC_BLOCKS_PER_RUN= $(DG) launch --job embed_gallery --partition-range "$$($(RSLOC) gallery blocks)"
+	$(DG) launch --assets tile_index
 	$(RSLOC) queries register --root data
 	@# every query in one run (a backfill policy split by RSLOC_QUERIES_PER_RUN would refuse a range)
 	RSLOC_QUERIES_PER_RUN= $(DG) launch --job localize_query --partition-range "$$($(RSLOC) queries range)"

@@ -182,7 +182,8 @@ def seed_embeddings(
     source: Layout, target: Layout, boxes: Sequence[TileBox], rsloc: RslocResource
 ) -> int:
     """Copy the largest gallery's stored embeddings of the tiles in `boxes` into `target`'s store,
-    so its `tile_embeddings` finds them up to date; returns the rows copied."""
+    so its `tile_embeddings` finds them up to date (all but the boxes' edge tiles, whose mosaics
+    there lack the neighbours outside); returns the rows copied."""
     encoder, info = rsloc.load_encoder(), source.gallery_info()
     rows = RslocResource(data_dir=str(source.root)).store(encoder, info).to_arrow()
     inside = np.zeros(rows.num_rows, dtype=bool)

@@ -58,7 +58,17 @@ def prepare(root: Path, n: int) -> tuple[Layout, dict[str, str]]:
     shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     env = os.environ | {"DAGSTER_HOME": str(home), "RSLOC_DATA_DIR": str(layout.root)}
     env.pop("RSLOC_QUERIES_PER_RUN", None)
+    env.pop("RSLOC_BLOCKS_PER_RUN", None)
     launch(env, "--job", "refresh_gallery")
+    blocks = subprocess.run(
+        [str(BIN / "rsloc"), "gallery", "blocks"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    launch(env, "--job", "embed_gallery", "--partition-range", blocks.stdout.strip())
+    launch(env, "--assets", "tile_index")
     subprocess.run(
         [str(BIN / "rsloc"), "queries", "register", "--root", str(layout.root)], env=env, check=True
     )

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rsloc_assets.gallery.builder import build_gallery
 from rsloc_assets.gallery.reader import Gallery
@@ -16,6 +17,9 @@ from rsloc_assets.retrieval.adapter import AdapterParams
 from rsloc_assets.retrieval.descriptors import DescriptorSpec
 from rsloc_assets.retrieval.encoders import ENCODERS, load_encoder
 from rsloc_assets.synthetic.demo import PRESETS, init_demo, summary_lines
+
+if TYPE_CHECKING:
+    from dagster import DynamicPartitionsDefinition
 
 ROOT_HELP = "data folder (default: $RSLOC_DATA_DIR, else data)"
 
@@ -104,14 +108,28 @@ def queries_register(args: argparse.Namespace) -> None:
 def queries_range(args: argparse.Namespace) -> None:
     """Print `first...last` of the registered query partitions, in their order: every query in
     one run with `dg launch --partition-range`."""
-    import dagster as dg
-
     from rsloc_assets.defs.partitions import queries_partitions
 
-    names = dg.DagsterInstance.get().get_dynamic_partitions(queries_partitions.name)
-    if not names:
-        raise LookupError("no query partitions registered: run `rsloc queries register` first")
-    print(f"{names[0]}...{names[-1]}")
+    print(_partition_range(queries_partitions, "rsloc queries register"))
+
+
+def gallery_blocks(args: argparse.Namespace) -> None:
+    """Print `first...last` of the gallery blocks `gallery_tiles` registered: every block in one
+    `embed_gallery` run with `dg launch --partition-range`."""
+    from rsloc_assets.defs.partitions import blocks_partitions
+
+    print(_partition_range(blocks_partitions, "dg launch --job refresh_gallery"))
+
+
+def _partition_range(partitions: DynamicPartitionsDefinition, how: str) -> str:
+    """`first...last` of the dynamic `partitions` on the Dagster instance; a one-line error
+    naming `how` to register them when there are none."""
+    import dagster as dg
+
+    keys = partitions.get_partition_keys(dynamic_partitions_store=dg.DagsterInstance.get())
+    if not keys:
+        raise LookupError(f"no {partitions.name} partitions registered: run `{how}` first")
+    return f"{keys[0]}...{keys[-1]}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +188,10 @@ def _add_gallery_commands(commands: argparse._SubParsersAction) -> None:
         help="frozen forward passes (tiles sampled × views per tile)",
     )
     adapt.set_defaults(func=gallery_adapt)
+
+    actions.add_parser(
+        "blocks", help="print first...last of the registered gallery blocks (one run for all)"
+    ).set_defaults(func=gallery_blocks)
 
     info = actions.add_parser("info", help="describe a gallery")
     info.add_argument("path", metavar="PATH", help="RSLoc ge_tiles SQLite or MBTiles file")

@@ -133,9 +133,17 @@ MATCH_SCHEMA = pa.schema(
 )
 
 
+# An embedded tile's digest of the times of the 3×3 tiles its mosaic showed (null in tables
+# written before it was kept: those tiles are embedded again).
+MOSAIC = "mosaic"
+
+
 def tile_schema(dim: int) -> pa.Schema:
-    """Arrow schema of one embedded gallery tile: the manifest's columns and its `dim`-d vector."""
-    return pa.schema([*_TILE_FIELDS, ("vector", pa.list_(pa.float32(), dim))])
+    """Arrow schema of one embedded gallery tile: the manifest's columns, its mosaic key and its
+    `dim`-d vector."""
+    return pa.schema(
+        [*_TILE_FIELDS, (MOSAIC, pa.string()), ("vector", pa.list_(pa.float32(), dim))]
+    )
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ import pytest
 
 from bench.common import snapshot
 from rsloc_assets.defs import defs
-from rsloc_assets.defs.automation import GALLERY_ASSETS, QUERY_ASSETS
-from rsloc_assets.defs.batches import QUERIES_PER_RUN_ENV, partition_range_tags
-from rsloc_assets.defs.batches import queries_backfill_policy as policy
+from rsloc_assets.defs.automation import QUERY_ASSETS
+from rsloc_assets.defs.batches import QUERIES_PER_RUN_ENV, backfill_policy, partition_range_tags
 from rsloc_assets.defs.partitions import queries_partitions
 from rsloc_assets.defs.resources import RslocResource
+from tests.gallery_runs import refresh_gallery
 
 ASSETS = list(defs.assets)
 REPO = Path(__file__).resolve().parents[1]
@@ -31,10 +31,7 @@ def embedded(small_layout):
         data_dir=str(layout.root), top_k=100, index_min_rows=1_000_000, query_headings=1
     )
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(
-        ASSETS, selection=GALLERY_ASSETS, resources={"rsloc": rsloc}, instance=instance
-    )
-    assert result.success
+    assert refresh_gallery(rsloc, instance).passed
     instance.add_dynamic_partitions(queries_partitions.name, layout.query_names())
     return layout, rsloc, instance
 
@@ -104,13 +101,13 @@ def test_a_bad_query_among_several_is_recorded_and_the_rest_land(embedded):
 
 def test_backfills_are_one_run_unless_the_deployment_splits_them(monkeypatch):
     monkeypatch.delenv(QUERIES_PER_RUN_ENV, raising=False)
-    assert policy() == dg.BackfillPolicy.single_run()
+    assert backfill_policy(QUERIES_PER_RUN_ENV) == dg.BackfillPolicy.single_run()
     monkeypatch.setenv(QUERIES_PER_RUN_ENV, "25")
-    assert policy() == dg.BackfillPolicy.multi_run(25)
+    assert backfill_policy(QUERIES_PER_RUN_ENV) == dg.BackfillPolicy.multi_run(25)
     for bad in ("0", "-3", "ten"):
         monkeypatch.setenv(QUERIES_PER_RUN_ENV, bad)
         with pytest.raises(ValueError, match=QUERIES_PER_RUN_ENV):
-            policy()
+            backfill_policy(QUERIES_PER_RUN_ENV)
 
 
 def test_the_workers_instance_loads_with_backfills_in_runs_of_40(tmp_path):

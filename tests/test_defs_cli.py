@@ -1,6 +1,7 @@
 """Both Dagster CLIs drive the project: `dg` (check, launch) and `dagster asset materialize`."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,6 +60,10 @@ def test_queries_run_many_per_run_and_side_by_side_as_in_sequence(env, small_lay
     missing = subprocess.run([rsloc, "queries", "range"], env=env, capture_output=True, text=True)
     assert missing.returncode == 2 and "rsloc queries register" in missing.stderr
     _run(env, str(BIN / "dg"), "launch", "--job", "refresh_gallery")
+    blocks = _run(env, rsloc, "gallery", "blocks").stdout.strip()
+    assert re.fullmatch(r"z15-s32-\d+-\d+\.\.\.z15-s32-\d+-\d+", blocks), blocks
+    _run(env, str(BIN / "dg"), "launch", "--job", "embed_gallery", "--partition-range", blocks)
+    _run(env, str(BIN / "dg"), "launch", "--assets", "tile_index")
     _run(env, rsloc, "queries", "register", "--root", str(layout.root))
     names = layout.query_names()
     span = _run(env, rsloc, "queries", "range").stdout.strip()

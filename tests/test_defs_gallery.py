@@ -8,8 +8,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from rsloc_assets.defs import defs
-from rsloc_assets.defs.automation import GALLERY_ASSETS
+from rsloc_assets.defs.automation import (
+    BLOCK_ASSET,
+    INDEX_ASSET,
+    REFRESH_ASSETS,
+    due_blocks,
+    embed_changed_blocks,
+)
+from rsloc_assets.defs.partitions import BLOCKS
 from rsloc_assets.defs.resources import RslocResource
+from rsloc_assets.gallery.blocks import Block
+from rsloc_assets.grids import TileKey
+from tests.gallery_runs import metadata, refresh_gallery
 
 ASSETS = list(defs.assets)
 
@@ -20,17 +30,11 @@ def small_world(small_layout):
 
 
 def refresh(rsloc):
-    result = dg.materialize(
-        ASSETS, selection=["gallery_tiles", "tile_embeddings"], resources={"rsloc": rsloc}
-    )
-    assert result.success
-    mat = [
-        m
-        for m in result.get_asset_materialization_events()
-        if m.asset_key.path == ["tile_embeddings"]
-    ][-1]
-    meta = {k: v.value for k, v in mat.materialization.metadata.items()}
-    return meta, result.get_asset_check_evaluations()
+    """One refresh on an instance of its own (every block runs); block figures summed."""
+    run = refresh_gallery(rsloc)
+    figures = ("embedded", "changed_tiles", "corrupt_skipped", "corrupt_known")
+    meta = {name: run.total(name) for name in figures} | {"rows": run.assets["tile_index"]["rows"]}
+    return meta, run.checks
 
 
 def interior_tile(layout):
@@ -92,37 +96,90 @@ def test_corrupt_tile_is_skipped_counted_and_not_retried(small_world):
     assert all(c.passed for c in checks)
 
 
-def materialize_fitted(rsloc, selection):
-    result = dg.materialize(
-        ASSETS, selection=selection, resources={"rsloc": rsloc}, raise_on_error=False
+def test_a_refit_descriptor_embeds_every_block_into_a_new_table(small_layout):
+    rsloc = RslocResource(
+        data_dir=str(small_layout.root), whitening_dim=8, fit_sample_tiles=16, block_tiles=4
     )
-    events = {
-        m.asset_key.path[-1]: {k: v.value for k, v in m.materialization.metadata.items()}
-        for m in result.get_asset_materialization_events()
-    }
-    return result, events
+    instance = dg.DagsterInstance.ephemeral()
+    run = refresh_gallery(rsloc, instance)
+    version = run.assets["descriptor_model"]["version"]
+    assert re.search(r"\| \d+\.\d{6} \|", run.assets["gallery_tiles"]["preview"])  # ≈ 0.1 m
+    assert run.assets["descriptor_model"]["dimension"] == 8
+    assert run.assets["tile_index"]["tables"] == f"effnetl2_grid3_w8_{version}_ge_z15"
+    assert run.total("embedded") == run.assets["tile_index"]["rows"] and run.passed
+    assert len(run.blocks) == run.assets["gallery_tiles"]["blocks"] > 1
 
-
-def test_a_refit_descriptor_embeds_into_a_new_table(small_layout):
-    fitted = list(GALLERY_ASSETS)
-    rsloc = RslocResource(data_dir=str(small_layout.root), whitening_dim=8, fit_sample_tiles=16)
-    result, events = materialize_fitted(rsloc, fitted)
-    assert result.success
-    version = events["descriptor_model"]["version"]
-    assert re.search(r"\| \d+\.\d{6} \|", events["gallery_tiles"]["preview"])  # lon/lat, ≈ 0.1 m
-    assert events["descriptor_model"]["dimension"] == 8
-    assert events["tile_embeddings"]["tables"] == f"effnetl2_grid3_w8_{version}_ge_z15"
-    assert events["tile_embeddings"]["embedded"] == events["tile_embeddings"]["rows"]
-
-    # New settings without a refit: the embeddings refuse to use the old model.
-    changed = RslocResource(data_dir=str(small_layout.root), whitening_dim=6, fit_sample_tiles=16)
-    result, _ = materialize_fitted(changed, ["tile_embeddings"])
+    # New settings without a refit: the index refuses to use the old model.
+    changed = RslocResource(
+        data_dir=str(small_layout.root), whitening_dim=6, fit_sample_tiles=16, block_tiles=4
+    )
+    result = dg.materialize(
+        ASSETS, selection=["tile_index"], resources={"rsloc": changed}, raise_on_error=False
+    )
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
     assert "materialize descriptor_model" in failure.description
     assert "\n" not in failure.description
 
-    result, events = materialize_fitted(changed, fitted)
-    assert result.success and events["descriptor_model"]["version"] != version
-    assert events["tile_embeddings"]["tables"].startswith("effnetl2_grid3_w6_")
-    assert events["tile_embeddings"]["embedded"] == events["tile_embeddings"]["rows"]
+    # The refit makes a new version: every block is due again, into a new table.
+    run = refresh_gallery(changed, instance)
+    assert run.assets["descriptor_model"]["version"] != version
+    assert run.assets["tile_index"]["tables"].startswith("effnetl2_grid3_w6_")
+    assert len(run.blocks) == run.assets["gallery_tiles"]["blocks"]
+    assert run.total("embedded") == run.assets["tile_index"]["rows"] and run.passed
+
+
+def _blocks_asked(requests: list[dg.RunRequest], instance: dg.DagsterInstance) -> list[str]:
+    """The gallery blocks run requests ask for, in registration order."""
+    order = instance.get_dynamic_partitions(BLOCKS)
+    asked = []
+    for request in requests:
+        span = request.partition_key_range
+        if request.partition_key is not None:
+            asked.append(request.partition_key)
+        else:
+            asked.extend(order[order.index(span.start) : order.index(span.end) + 1])
+    return asked
+
+
+def test_a_refresh_embeds_only_the_blocks_that_changed_then_the_index(small_layout):
+    layout = small_layout
+    rsloc = RslocResource(data_dir=str(layout.root), block_tiles=4)
+    instance = dg.DagsterInstance.ephemeral()
+    first = refresh_gallery(rsloc, instance)
+    assert first.passed and len(first.blocks) == first.assets["gallery_tiles"]["blocks"] > 4
+    assert refresh_gallery(rsloc, instance).blocks == {}  # nothing changed: no block runs
+
+    tile = interior_tile(layout)
+    add_tile_version(layout, tile, "2101", tile_blob(layout, tile))
+    around = {
+        Block.of(TileKey(tile["level"], tile["col"] + dc, tile["row"] + dr), 4).key
+        for dc in (-1, 0, 1)
+        for dr in (-1, 0, 1)
+    }
+    # The nightly job alone; after it the block sensor asks for the blocks around the tile.
+    run = dict(resources={"rsloc": rsloc}, instance=instance)
+    nightly = dg.materialize(ASSETS, selection=REFRESH_ASSETS, **run)
+    context = dg.build_run_status_sensor_context(
+        sensor_name=embed_changed_blocks.name,
+        dagster_event=nightly.get_run_success_event(),
+        dagster_instance=instance,
+        dagster_run=nightly.dagster_run,
+    )
+    requests = embed_changed_blocks(context)
+    assert sorted(_blocks_asked(requests, instance)) == sorted(around)
+    # A refresh that sees no change leaves them due: they have not been embedded since.
+    dg.materialize(ASSETS, selection=REFRESH_ASSETS, **run)
+    assert sorted(due_blocks(instance)) == sorted(around)
+
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+    embedded = 0
+    for request in requests:
+        kwargs = {"partition_key": request.partition_key, "tags": request.tags}
+        result = dg.materialize(ASSETS, selection=[BLOCK_ASSET], **run, **kwargs)
+        embedded += sum(meta["embedded"] for meta in metadata(result, BLOCK_ASSET))
+    assert embedded == 9 and due_blocks(instance) == []
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    assert after.get_num_requested(dg.AssetKey(INDEX_ASSET)) == 1  # the index follows
+    index = dg.materialize(ASSETS, selection=[INDEX_ASSET], **run)
+    assert all(check.passed for check in index.get_asset_check_evaluations())

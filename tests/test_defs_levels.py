@@ -15,6 +15,7 @@ from rsloc_assets.evaluation.truth import read_truth
 from rsloc_assets.gallery.builder import build_gallery
 from rsloc_assets.geodesy import distance_m
 from rsloc_assets.synthetic.demo import DEMO_GRID, DEMO_ZOOM, GALLERY_TIME
+from tests.gallery_runs import metadata, refresh_gallery
 
 ASSETS = list(defs.assets)
 
@@ -40,13 +41,7 @@ def two_levels(small_layout):
     )
     rsloc = RslocResource(data_dir=str(layout.root), top_k=50, query_headings=1)
     instance = dg.DagsterInstance.ephemeral()
-    gallery = dg.materialize(
-        ASSETS,
-        selection=["gallery_tiles", "tile_embeddings"],
-        resources={"rsloc": rsloc},
-        instance=instance,
-    )
-    assert gallery.success
+    gallery = refresh_gallery(rsloc, instance)
     instance.add_dynamic_partitions(queries_partitions.name, layout.query_names())
     runs = {
         name: dg.materialize(
@@ -61,19 +56,15 @@ def two_levels(small_layout):
     return layout, gallery, runs, first
 
 
-def _metadata(result, key):
-    mats = [m for m in result.get_asset_materialization_events() if m.asset_key.path == [key]]
-    return {k: v.value for k, v in mats[-1].materialization.metadata.items()}
-
-
 def test_each_level_has_its_own_table(two_levels):
     layout, gallery, _, _ = two_levels
     levels = layout.gallery_levels()
     assert [info.zoom for info in levels] == [DEMO_ZOOM, DEMO_ZOOM - 1]
-    meta = _metadata(gallery, "tile_embeddings")
+    meta = gallery.assets["tile_index"]
     assert sorted(t.rsplit("_", 1)[1] for t in meta["tables"].split(", ")) == ["z14", "z15"]
-    assert meta["rows"] == sum(info.tiles for info in levels) == meta["embedded"]
-    assert all(c.passed for c in gallery.get_asset_check_evaluations())
+    assert meta["rows"] == sum(info.tiles for info in levels) == gallery.total("embedded")
+    assert {block.split("-")[0] for block in gallery.blocks} == {"z14", "z15"}
+    assert gallery.passed
 
 
 @pytest.mark.parametrize(("name", "zoom"), [("first", DEMO_ZOOM - 1), ("fine", DEMO_ZOOM)])
@@ -82,11 +73,11 @@ def test_a_query_works_at_the_level_nearest_its_resolution(two_levels, name, zoo
     name = first if name == "first" else name
     result = runs[name]
     assert result.success
-    assert _metadata(result, "query_patches")["zoom"] == zoom
+    assert metadata(result, "query_patches")[-1]["zoom"] == zoom
     assert layout.query(name).patch_meta().gallery.zoom == zoom
     keys = layout.query(name).candidates()["key"].to_pylist()
     assert keys and all(k.startswith(f"{zoom}/") for k in keys)
-    meta = _metadata(result, "verified_localization")
+    meta = metadata(result, "verified_localization")[-1]
     truth = read_truth(layout.query_file(name))
     lon, lat = json.loads(meta["centre_lonlat"])
     tile_m = min(layout.gallery_info(zoom).tile_ground_m)

@@ -28,6 +28,7 @@ from rsloc_assets.records import Stage
 from rsloc_assets.retrieval.patches import headings_deg
 from rsloc_assets.synthetic.demo import PRESETS, QUERY_SEASON
 from rsloc_assets.synthetic.seasons import render
+from tests.gallery_runs import metadata, refresh_gallery
 
 ASSETS = list(defs.assets)
 # Queries turned counter-clockwise (their x axis this far from east), beside the demo's north-up
@@ -61,13 +62,7 @@ def world(small_layout):
     rsloc = RslocResource(**settings, query_headings=1)
     turned = RslocResource(**settings)
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(
-        ASSETS,
-        selection=["gallery_tiles", "tile_embeddings"],
-        resources={"rsloc": rsloc},
-        instance=instance,
-    )
-    assert result.success
+    assert refresh_gallery(rsloc, instance).passed
     names = layout.query_names()
     instance.add_dynamic_partitions(queries_partitions.name, names)
     # Each kind of query as one run of several partitions, as a backfill runs them.
@@ -86,11 +81,6 @@ def world(small_layout):
     )
     assert result.success
     return layout, rsloc, instance
-
-
-def _metadata(result, key):
-    mats = [m for m in result.get_asset_materialization_events() if m.asset_key.path == [key]]
-    return mats[-1].materialization.metadata
 
 
 def test_most_queries_land_within_one_tile(world):
@@ -183,17 +173,9 @@ def test_verification_records_the_hypothesis_it_chose(world):
 def test_embeddings_are_complete_and_refresh_is_incremental(world):
     layout, rsloc, instance = world
     tiles = pq.read_table(layout.manifest).num_rows
-    result = dg.materialize(
-        ASSETS,
-        selection=["gallery_tiles", "tile_embeddings"],
-        resources={"rsloc": rsloc},
-        instance=instance,
-    )
-    meta = _metadata(result, "tile_embeddings")
-    assert meta["embedded"].value == 0
-    assert meta["rows"].value == tiles
-    checks = result.get_asset_check_evaluations()
-    assert checks and all(c.passed for c in checks)
+    run = refresh_gallery(rsloc, instance)
+    assert run.blocks == {}  # nothing changed since the gallery was embedded: no block runs
+    assert run.assets["tile_index"]["rows"] == tiles and run.passed
 
 
 def test_rematerializing_one_partition_touches_only_its_outputs(world):
@@ -246,19 +228,19 @@ def test_query_smaller_than_a_patch_is_localized_as_one_patch(world):
     truth = read_truth(src)
     result = _materialize_crop(world, "small", (1900.0, 1700.0))
     assert result.success
-    assert _metadata(result, "query_patches")["patches"].value == 1
-    meta = _metadata(result, "verified_localization")
-    assert meta["method"].value == "verified"
-    lon, lat = json.loads(meta["centre_lonlat"].value)
+    assert metadata(result, "query_patches")[-1]["patches"] == 1
+    meta = metadata(result, "verified_localization")[-1]
+    assert meta["method"] == "verified"
+    lon, lat = json.loads(meta["centre_lonlat"])
     assert distance_m(lon, lat, *truth.centre_lonlat) < 100.0
 
 
 def test_query_under_one_tile_of_ground_is_a_recorded_skip(world):
     result = _materialize_crop(world, "tiny", (500.0, 500.0))
     assert result.success
-    meta = _metadata(result, "localization")
-    assert meta["method"].value == "not-localized"
-    assert "less than one gallery tile" in meta["reason"].value
+    meta = metadata(result, "localization")[-1]
+    assert meta["method"] == "not-localized"
+    assert "less than one gallery tile" in meta["reason"]
 
 
 def test_a_verified_footprint_is_in_its_metadata_rounded(world):

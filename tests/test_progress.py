@@ -7,9 +7,9 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from rsloc_assets.defs import defs
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.progress import Progress, duration
+from tests.gallery_runs import refresh_gallery
 
 INSTANCE_YAML = Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml"
 LINE = re.compile(r"\d[\d,]*/[\d,]+ \w+ \(\d+%\), [\d.]+ (\w+/s|s each), ETA (\d+:\d\d:\d\d|\?)")
@@ -41,13 +41,7 @@ def test_the_projects_instance_puts_progress_in_the_run_log(small_layout):
     python_logs = yaml.safe_load(INSTANCE_YAML.read_text())["python_logs"]
     rsloc = RslocResource(data_dir=str(small_layout.root))
     with dg.instance_for_test(overrides={"python_logs": python_logs}) as instance:
-        result = dg.materialize(
-            list(defs.assets),
-            selection=["gallery_tiles", "tile_embeddings"],
-            resources={"rsloc": rsloc},
-            instance=instance,
-        )
-        assert result.success
-        messages = [entry.message for entry in instance.all_logs(result.run_id)]
+        run = refresh_gallery(rsloc, instance)
+        messages = [e.message for r in run.results for e in instance.all_logs(r.run_id)]
     embedding = [m for m in messages if "embedding " in m and LINE.search(m)]
     assert embedding and "(100%)" in embedding[-1], messages[-20:]

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import lancedb
+import numpy as np
 
 from bench.common import snapshot
 from rsloc_assets.defs.resources import RslocResource
@@ -27,10 +28,63 @@ REFRESH = textwrap.dedent(
     rsloc = RslocResource(data_dir=sys.argv[1], device="cpu", index_min_rows=1_000_000)
     layout, encoder = rsloc.layout(), rsloc.load_encoder()
     stores = {info.zoom: rsloc.store(encoder, info) for info in layout.gallery_levels()}
-    results = refresh_tile_embeddings(layout, encoder, stores, 32, 1_000_000, "ivf_flat")
-    print("embedded", sum(r.refresh.report.embedded for r in results))
+    result = refresh_tile_embeddings(layout, encoder, stores, 32, 1_000_000, "ivf_flat")
+    print("embedded", sum(done.refresh.report.embedded for done in result.blocks))
     """
 )
+
+
+BLOCKS = textwrap.dedent(
+    """
+    import sys
+    from rsloc_assets.defs.resources import RslocResource
+    from rsloc_assets.retrieval.steps import embed_blocks, gallery_blocks
+
+    rsloc = RslocResource(data_dir=sys.argv[1], device="cpu")
+    layout, encoder = rsloc.layout(), rsloc.load_encoder()
+    stores = {info.zoom: rsloc.store(encoder, info) for info in layout.gallery_levels()}
+    blocks = gallery_blocks(layout, list(stores), side=4)
+    share = blocks[int(sys.argv[2]) :: int(sys.argv[3])]
+    done = embed_blocks(layout, encoder, stores, share, 32)
+    print("embedded", sum(d.refresh.report.embedded for d in done))
+    """
+)
+
+
+def _embed_blocks(root: Path, workers: int) -> list[subprocess.Popen]:
+    return [
+        subprocess.Popen(
+            [sys.executable, "-c", BLOCKS, str(root), str(i), str(workers)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(workers)
+    ]
+
+
+def test_two_workers_embedding_half_the_blocks_each_store_what_one_stores(small_layout, tmp_path):
+    """Blocks of 4 × 4 tiles: one process embeds them all; in a copy, two processes embed every
+    other block at once into one table. The stores hold the same rows."""
+    write_manifest(small_layout, None, None)
+    stores = {}
+    for name, workers in (("alone", 1), ("together", 2)):
+        root = tmp_path / name
+        shutil.copytree(small_layout.root, root)
+        shutil.rmtree(root / "lancedb", ignore_errors=True)
+        runs = _embed_blocks(root, workers)
+        outputs = [run.communicate(timeout=600) for run in runs]
+        assert all(run.returncode == 0 for run in runs), [err[-2000:] for _, err in outputs]
+        layout = Layout(root)
+        rsloc = _resource(layout)
+        stores[name] = rsloc.store(rsloc.load_encoder(), layout.gallery_info())
+    alone, together = (stores[n].to_arrow().sort_by("key") for n in ("alone", "together"))
+    assert together.num_rows == alone.num_rows == small_layout.read_manifest(["key"]).num_rows
+    assert stores["together"].duplicate_keys() == []
+    for column in ("key", "time", "mosaic"):
+        assert together[column].to_pylist() == alone[column].to_pylist()
+    vectors = [t["vector"].combine_chunks().flatten().to_numpy() for t in (alone, together)]
+    assert np.allclose(*vectors, atol=1e-5)
 
 
 def _resource(layout) -> RslocResource:
@@ -52,8 +106,8 @@ def test_two_refreshes_at_once_store_each_tile_once(small_layout):
     ]
     outputs = [run.communicate(timeout=600) for run in runs]
     assert all(run.returncode == 0 for run in runs), [err[-2000:] for _, err in outputs]
-    embedded = sorted(int(out.split()[-1]) for out, _ in outputs)
-    assert embedded == [0, tiles]  # the second waited for the first, then had nothing to do
+    # Each block waited for the other's lock, then had nothing left to do: every tile once.
+    assert sum(int(out.split()[-1]) for out, _ in outputs) == tiles
     rsloc = _resource(layout)
     store = rsloc.store(rsloc.load_encoder(), layout.gallery_info())
     assert store.count() == tiles and store.duplicate_keys() == []
@@ -74,9 +128,11 @@ def test_a_refresh_repairs_tiles_stored_twice(small_layout):
     stores = {layout.gallery_info().zoom: store}
     assert store.count() == tiles + 5 and len(store.duplicate_keys()) == 5
     assert not check_embeddings(store, tiles, encoder.dim).passed
-    [result] = refresh_tile_embeddings(layout, encoder, stores, 32, 1_000_000, "ivf_flat")
-    assert len(result.refresh.duplicates) == 5 and result.refresh.report.embedded >= 5
-    assert result.check.passed and store.count() == tiles and store.duplicate_keys() == []
+    result = refresh_tile_embeddings(layout, encoder, stores, 32, 1_000_000, "ivf_flat")
+    refreshes = [done.refresh for done in result.blocks]
+    assert sum(len(r.duplicates) for r in refreshes) == 5
+    assert sum(r.report.embedded for r in refreshes) >= 5
+    assert result.levels[0].check.passed and store.count() == tiles and store.duplicate_keys() == []
 
 
 def _child(root: Path, step: str, name: str = "") -> subprocess.Popen:

@@ -11,7 +11,7 @@ import pytest
 from rsloc_assets.gallery.manifest import write_manifest
 from rsloc_assets.grids import get_grid
 from rsloc_assets.layout import Layout
-from rsloc_assets.records import CANDIDATE_SCHEMA, SEARCH_SCHEMA, GalleryInfo, PatchMeta
+from rsloc_assets.records import CANDIDATE_SCHEMA, MOSAIC, SEARCH_SCHEMA, GalleryInfo, PatchMeta
 from rsloc_assets.retrieval import steps
 from rsloc_assets.retrieval.steps import (
     best_headings,
@@ -147,6 +147,7 @@ def _store(tmp_path: Path, vectors: np.ndarray) -> TileStore:
                 "south": np.full(n, 44.995),
                 "east": lon + 0.005,
                 "north": np.full(n, 45.005),
+                MOSAIC: pa.nulls(n, pa.string()),
                 "vector": vector_array(vectors),
             },
             schema=tile_schema(DIM),

@@ -2,10 +2,12 @@
 
 from pathlib import Path
 
+import lancedb
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from rsloc_assets.records import MOSAIC
 from rsloc_assets.retrieval.store import TileStore, table_name, tile_schema, vector_array
 
 DIM = 64
@@ -33,6 +35,7 @@ def tiles(vectors: np.ndarray, time: str = "2020", start: int = 0) -> pa.Table:
             "south": np.full(n, 44.995),
             "east": lon + 0.005,
             "north": np.full(n, 45.005),
+            MOSAIC: pa.nulls(n, pa.string()),
             "vector": vector_array(vectors),
         },
         schema=tile_schema(vectors.shape[1]),
@@ -77,6 +80,18 @@ def test_upsert_is_idempotent_and_updates(store: TileStore, gallery: np.ndarray)
     store.delete(["15/0/7", "15/1/7", "no/such/key"])
     assert store.count() == len(gallery) - 2
     assert "15/0/7" not in store.versions()
+
+
+def test_a_table_from_before_mosaic_keys_reads_them_as_unknown_and_takes_them(
+    store: TileStore, gallery: np.ndarray
+) -> None:
+    old = tiles(gallery[:5]).drop_columns([MOSAIC])
+    lancedb.connect(store.uri).create_table(store.table, old)
+    assert store.to_arrow(["key", MOSAIC])[MOSAIC].null_count == 5
+    new = tiles(gallery[:2]).set_column(11, MOSAIC, pa.array(["a", "b"]))
+    store.upsert(new)
+    rows = store.to_arrow(["key", MOSAIC]).sort_by("key").to_pydict()
+    assert rows[MOSAIC] == ["a", "b", None, None, None] and store.count() == 5
 
 
 def test_search_finds_planted_vectors(store: TileStore, gallery: np.ndarray) -> None:

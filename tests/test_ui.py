@@ -18,10 +18,11 @@ import dagster as dg
 import pytest
 
 from rsloc_assets.defs import defs
-from rsloc_assets.defs.automation import GALLERY_ASSETS, QUERY_ASSETS, register_queries
+from rsloc_assets.defs.automation import QUERY_ASSETS, register_queries
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.layout import Layout
 from rsloc_assets.synthetic.demo import init_demo
+from tests.gallery_runs import refresh_gallery
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="make test-ui installs selenium")
 from selenium.webdriver import ActionChains  # noqa: E402
@@ -66,7 +67,7 @@ def world(tmp_path_factory) -> tuple[Layout, Path]:
     rsloc, assets = RslocResource(data_dir=str(layout.root)), list(defs.assets)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         run = dict(resources={"rsloc": rsloc}, instance=instance)
-        assert dg.materialize(assets, selection=GALLERY_ASSETS, **run).success
+        assert refresh_gallery(rsloc, instance).passed
         register_queries(instance, layout)
         for name in layout.query_names():
             assert dg.materialize(assets, selection=QUERY_ASSETS, partition_key=name, **run).success

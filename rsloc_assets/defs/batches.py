@@ -3,6 +3,7 @@ run, so a backfill or a sensor burst opens the encoder, the store and the galler
 not once per query."""
 
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -16,22 +17,32 @@ from rsloc_assets.defs.failures import USER_ERRORS, one_line
 from rsloc_assets.layout import Layout
 from rsloc_assets.progress import Progress
 
-# Partitions per run when a backfill is split over several runs (multi-worker deployments set it
+# Partitions per run when a backfill is split over several runs (multi-worker deployments set them
 # in the environment of the code location: each run goes to a worker of its own). Unset: one run
 # for the whole backfill, as `dg launch --partition-range` needs.
 QUERIES_PER_RUN_ENV = "RSLOC_QUERIES_PER_RUN"
+BLOCKS_PER_RUN_ENV = "RSLOC_BLOCKS_PER_RUN"
 
 # Queries per run the sensor asks for in one request: a burst of 500 new images is 13 runs.
 SENSOR_QUERIES_PER_RUN = 40
+# Gallery blocks per run the block sensor asks for: 16 blocks of 1,024 tiles ≈ 9 min at the
+# default encoder's ≈ 30 mosaics/s on this 2-core machine, so a first embedding of 800 blocks is
+# 50 runs that workers take in parallel.
+SENSOR_BLOCKS_PER_RUN = 16
 
 
-def queries_backfill_policy() -> dg.BackfillPolicy:
-    """One run for all of a backfill's queries, or runs of `RSLOC_QUERIES_PER_RUN` queries."""
-    raw = os.environ.get(QUERIES_PER_RUN_ENV, "").strip()
+# Dagster 1.13 marks `backfill_policy` beta: the asset decorator would warn once per asset.
+warnings.filterwarnings("ignore", "Parameter `backfill_policy`", dg.BetaWarning)
+
+
+def backfill_policy(env: str) -> dg.BackfillPolicy:
+    """One run for all of a backfill's partitions, or runs of as many as the variable `env`
+    says."""
+    raw = os.environ.get(env, "").strip()
     if not raw:
         return dg.BackfillPolicy.single_run()
     if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{QUERIES_PER_RUN_ENV}={raw!r}: expected a whole number ≥ 1")
+        raise ValueError(f"{env}={raw!r}: expected a whole number ≥ 1")
     return dg.BackfillPolicy.multi_run(int(raw))
 
 

@@ -3,14 +3,19 @@
 import dagster as dg
 import pyarrow as pa
 
+from rsloc_assets.defs.batches import BLOCKS_PER_RUN_ENV, backfill_policy
 from rsloc_assets.defs.failures import fails_in_one_line
+from rsloc_assets.defs.partitions import BLOCKS, blocks_partitions, sync_partitions
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.evaluation.report import md_table
+from rsloc_assets.gallery.blocks import Block, block_keys, changed_blocks
 from rsloc_assets.gallery.manifest import write_manifest
+from rsloc_assets.layout import Layout
 from rsloc_assets.retrieval.models import adapt_gallery, current_adapter, fit_descriptor
-from rsloc_assets.retrieval.steps import refresh_tile_embeddings
+from rsloc_assets.retrieval.steps import embed_blocks, index_tile_embeddings
 
 GALLERY = "gallery"
+CHANGED_BLOCKS = "changed_blocks"  # gallery_tiles' metadata: the blocks the block sensor embeds
 
 
 @dg.asset(group_name=GALLERY, kinds={"sqlite", "parquet"})
@@ -19,10 +24,22 @@ def gallery_tiles(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
     """The gallery's tiles at its working levels (`zoom`, default every level it holds): one row
     per tile with its time and bounds."""
     layout = rsloc.layout()
+    before = _previous_manifest(layout)
     result = write_manifest(layout, rsloc.zoom, rsloc.gallery_time)
     manifest, extent = result.manifest, result.extent
     zooms = [info.zoom for info in result.levels]
     context.log.info("%d tiles at zoom %s from %s", manifest.num_rows, zooms, layout.gallery)
+    blocks = block_keys(manifest, rsloc.block_tiles)
+    changed = changed_blocks(before, manifest, rsloc.block_tiles)
+    added, deleted = sync_partitions(context.instance, BLOCKS, blocks)
+    context.log.info(
+        "%d gallery blocks of %d² tiles (%d new, %d gone); %d hold changed tiles",
+        len(blocks),
+        rsloc.block_tiles,
+        len(added),
+        len(deleted),
+        len(changed),
+    )
     if result.duplicates:
         context.log.warning(
             "%d gallery rows repeat a tile and time (in ge_tiles the last written is used)",
@@ -34,6 +51,8 @@ def gallery_tiles(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
             "tiles_per_level": str({info.zoom: info.tiles for info in result.levels}),
             "levels": str(result.stored_levels),
             "duplicate_rows": result.duplicates,
+            "blocks": len(blocks),
+            CHANGED_BLOCKS: dg.MetadataValue.json(changed),
             "data_dir": dg.MetadataValue.path(str(layout.root)),
             "times": str(result.times[-10:]),
             "extent_lonlat": str([extent.west, extent.south, extent.east, extent.north]),
@@ -41,6 +60,15 @@ def gallery_tiles(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
             "preview": dg.MetadataValue.md(md_table(_lonlat_rows(manifest.slice(0, 5)))),
         }
     )
+
+
+def _previous_manifest(layout: Layout) -> pa.Table | None:
+    """The manifest a previous run wrote (its tile keys, times and positions), if any is
+    readable, to find the blocks that changed since."""
+    try:
+        return layout.read_manifest(["key", "time", "level", "col", "row"])
+    except (OSError, ValueError):
+        return None
 
 
 def _lonlat_rows(table: pa.Table) -> list[dict]:
@@ -106,63 +134,92 @@ def descriptor_model(
 @dg.asset(
     group_name=GALLERY,
     deps=[gallery_tiles, descriptor_model],
+    partitions_def=blocks_partitions,
+    backfill_policy=backfill_policy(BLOCKS_PER_RUN_ENV),
     kinds={"lancedb", "pytorch"},
-    check_specs=[
-        dg.AssetCheckSpec(
-            "embeddings_valid",
-            asset="tile_embeddings",
-            blocking=True,
-            description="One row per decodable tile, unit-norm vectors of the encoder's size; "
-            "when it fails, the run's downstream steps are skipped",
-        )
-    ],
 )
 @fails_in_one_line
 def tile_embeddings(
     context: dg.AssetExecutionContext, rsloc: RslocResource
 ) -> dg.MaterializeResult:
-    """3×3 mosaic embeddings of every tile in LanceDB, one table per working level; only new or
-    changed tiles are embedded."""
+    """3×3 mosaic embeddings of one block of gallery tiles (or each block of the run) in LanceDB,
+    one table per working level; only new or changed tiles, and those next to them, are
+    embedded. `gallery_tiles` registers the blocks; workers embed blocks in parallel."""
     layout = rsloc.layout()
     encoder = rsloc.load_encoder()
     stores = {info.zoom: rsloc.store(encoder, info) for info in layout.gallery_levels()}
-    results = refresh_tile_embeddings(
-        layout, encoder, stores, rsloc.batch_size, rsloc.index_min_rows, rsloc.index_kind
-    )
-    for r in results:
-        for key in r.refresh.report.corrupt:
+    blocks = [Block.parse(key) for key in context.partition_keys]
+    for done in embed_blocks(layout, encoder, stores, blocks, rsloc.batch_size):
+        refresh, report = done.refresh, done.refresh.report
+        for key in report.corrupt:
             context.log.warning("corrupt tile %s skipped", key)
-    reports = [r.refresh.report for r in results]
-    seconds = sum(report.seconds for report in reports)
-    embedded = sum(report.embedded for report in reports)
-    return dg.MaterializeResult(
-        metadata={
-            "tables": ", ".join(stores[r.zoom].table for r in results),
-            "rows": sum(r.check.rows for r in results),
-            "embedded": embedded,
-            "changed_tiles": sum(r.refresh.plan.changed for r in results),
-            "deleted": sum(len(r.refresh.plan.delete) for r in results),
-            "corrupt_skipped": sum(len(report.corrupt) for report in reports),
-            "corrupt_known": sum(len(r.refresh.corrupt) for r in results),
-            "duplicates_repaired": sum(len(r.refresh.duplicates) for r in results),
-            "missing_neighbours": sum(report.missing_neighbours for report in reports),
-            "missing_tiles": sum(len(report.missing_tiles) for report in reports),
-            "jpeg_decodes": sum(report.decoded for report in reports),
-            "seconds": round(seconds, 2),
-            "tiles_per_s": round(embedded / seconds, 1) if seconds > 0 else 0.0,
+        metadata = {
+            "table": stores[done.block.zoom].table,
+            "embedded": report.embedded,
+            "changed_tiles": refresh.plan.changed,
+            "deleted": len(refresh.plan.delete),
+            "corrupt_skipped": len(report.corrupt),
+            "corrupt_known": len(refresh.corrupt),
+            "duplicates_repaired": len(refresh.duplicates),
+            "missing_neighbours": report.missing_neighbours,
+            "missing_tiles": len(report.missing_tiles),
+            "jpeg_decodes": report.decoded,
+            "seconds": round(report.seconds, 2),
+            "tiles_per_s": round(report.tiles_per_s, 1),
             "encoder": encoder.name,
             "device": encoder.device,
-            "ann_index": all(r.indexed for r in results),
+        }
+        context.add_asset_metadata(metadata, partition_key=done.block.key)
+    return dg.MaterializeResult()
+
+
+@dg.asset(
+    group_name=GALLERY,
+    deps=[tile_embeddings],
+    kinds={"lancedb"},
+    automation_condition=dg.AutomationCondition.eager(),
+    check_specs=[
+        dg.AssetCheckSpec(
+            "embeddings_valid",
+            asset="tile_index",
+            blocking=True,
+            description="One row per decodable tile at its manifest time, no tile twice, "
+            "unit-norm vectors of the encoder's size; when it fails, the run's downstream steps "
+            "are skipped",
+        )
+    ],
+)
+@fails_in_one_line
+def tile_index(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
+    """Each working level's table made searchable once its blocks are embedded: rows of tiles
+    gone from the gallery dropped, the ANN index built or brought up to date, the table checked
+    against the manifest. Follows `tile_embeddings` by itself (its automation condition)."""
+    layout = rsloc.layout()
+    encoder = rsloc.load_encoder()
+    stores = {info.zoom: rsloc.store(encoder, info) for info in layout.gallery_levels()}
+    levels = index_tile_embeddings(
+        layout, stores, encoder.dim, rsloc.index_min_rows, rsloc.index_kind
+    )
+    checks = [level.check for level in levels]
+    rows = sum(check.rows for check in checks)
+    context.log.info("%d rows in %d tables", rows, len(levels))
+    return dg.MaterializeResult(
+        metadata={
+            "tables": ", ".join(stores[level.zoom].table for level in levels),
+            "rows": rows,
+            "stale_deleted": sum(level.stale for level in levels),
+            "ann_index": all(level.indexed for level in levels),
         },
         check_results=[
             dg.AssetCheckResult(
-                passed=all(r.check.passed for r in results),
+                passed=all(check.passed for check in checks),
                 metadata={
-                    "rows": sum(r.check.rows for r in results),
-                    "expected": sum(r.check.expected for r in results),
-                    "duplicates": sum(r.check.duplicates for r in results),
-                    "unit_norm": all(r.check.unit_norm for r in results),
-                    "dimension": results[0].check.dimension,
+                    "rows": rows,
+                    "expected": sum(check.expected for check in checks),
+                    "duplicates": sum(check.duplicates for check in checks),
+                    "outdated": sum(check.outdated for check in checks),
+                    "unit_norm": all(check.unit_norm for check in checks),
+                    "dimension": checks[0].dimension,
                 },
             )
         ],

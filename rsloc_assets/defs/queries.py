@@ -3,14 +3,13 @@ footprint, one partition per query image, and the evaluation over all of them.""
 
 import json
 import time
-import warnings
 
 import dagster as dg
 
 from rsloc_assets.cliques.steps import find_cliques, localize_query
-from rsloc_assets.defs.batches import for_each_query, queries_backfill_policy
+from rsloc_assets.defs.batches import QUERIES_PER_RUN_ENV, backfill_policy, for_each_query
 from rsloc_assets.defs.failures import fails_in_one_line
-from rsloc_assets.defs.gallery import gallery_tiles, tile_embeddings
+from rsloc_assets.defs.gallery import gallery_tiles, tile_index
 from rsloc_assets.defs.partitions import queries_partitions
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.evaluation.overview import MAP_CAPTION
@@ -27,9 +26,10 @@ from rsloc_assets.verification.steps import verify_query
 QUERIES = "queries"
 
 # Every query asset: one partition per query image, as many per run as the run was given.
-# (Dagster 1.13 marks `backfill_policy` beta: the asset decorator warns once per asset.)
-warnings.filterwarnings("ignore", "Parameter `backfill_policy`", dg.BetaWarning)
-PER_QUERY = {"partitions_def": queries_partitions, "backfill_policy": queries_backfill_policy()}
+PER_QUERY = {
+    "partitions_def": queries_partitions,
+    "backfill_policy": backfill_policy(QUERIES_PER_RUN_ENV),
+}
 
 
 @dg.asset(group_name=QUERIES, **PER_QUERY, deps=[gallery_tiles], kinds={"gdal", "pytorch"})
@@ -73,7 +73,7 @@ def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
 @dg.asset(
     group_name=QUERIES,
     **PER_QUERY,
-    deps=[query_patches, tile_embeddings],
+    deps=[query_patches, tile_index],
     kinds={"lancedb"},
     check_specs=[
         dg.AssetCheckSpec(

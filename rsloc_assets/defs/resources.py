@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field, model_validator
 
+from rsloc_assets.gallery.blocks import BLOCK_TILES
 from rsloc_assets.layout import Layout, default_data_dir
 from rsloc_assets.records import GalleryInfo
 from rsloc_assets.retrieval.adapter import AdapterParams
@@ -53,6 +54,11 @@ class RslocResource(dg.ConfigurableResource):
     device: str = _setting("auto", "Torch device: auto (CUDA when present), cpu, cuda, cuda:1, …")
     precision: str = _setting("fp16", "fp16, bf16 or fp32 on CUDA; a CPU always runs fp32")
     batch_size: int = _setting(32, "Images per encoder batch when embedding the gallery")
+    block_tiles: int = Field(
+        default=BLOCK_TILES,
+        ge=1,
+        description="Side of a gallery block, in tiles: the unit `tile_embeddings` embeds",
+    )
     # NAIP seed-1 patch recall@1 0.17 → 0.55, synthetic 0.37 → 0.68 against whole-map GeM.
     aggregation: Aggregation = _setting(
         Aggregation.GRID, "Global descriptor: grid (GeM per cell), gem (whole map) or vlad"

@@ -1,18 +1,21 @@
-"""Incremental embedding of the gallery's mosaics: new or re-dated tiles and their neighbours."""
+"""Incremental embedding of the gallery's mosaics, block by block: each tile whose 3×3 mosaic
+changed since it was embedded (new or re-dated tiles and their neighbours)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from rsloc_assets.gallery.blocks import Block
 from rsloc_assets.gallery.reader import Gallery, MosaicStats, TileRef
 from rsloc_assets.grids import TileKey
 from rsloc_assets.progress import Progress
-from rsloc_assets.records import key_times, tile_schema
+from rsloc_assets.records import MOSAIC, key_times, tile_schema
 from rsloc_assets.retrieval.encoders import Encoder, embed_stream
 from rsloc_assets.retrieval.store import TileStore, vector_array
 
@@ -28,26 +31,50 @@ class RefreshPlan:
     changed: int
 
 
-def plan_refresh(manifest: pa.Table, stored: dict[str, str]) -> RefreshPlan:
-    """New or re-dated tiles, plus their 8 neighbours (whose mosaics include them), get embedded;
-    so do the neighbours of deleted tiles."""
+def mosaic_keys(manifest: pa.Table, keys: Iterable[str]) -> dict[str, str]:
+    """Each tile's mosaic key: a digest of the times of the 3×3 tiles its mosaic shows (a gap
+    where the manifest has none), so a tile is re-embedded exactly when its mosaic changed."""
+    times = key_times(manifest)
+    out = {}
+    for key in keys:
+        tile = TileKey.parse(key)
+        around = [
+            times.get(f"{tile.z}/{tile.col + dc}/{tile.row + dr}", "")
+            for dr in (-1, 0, 1)
+            for dc in (-1, 0, 1)
+        ]
+        out[key] = hashlib.blake2b("\0".join(around).encode(), digest_size=8).hexdigest()
+    return out
+
+
+def plan_refresh(
+    manifest: pa.Table,
+    stored: pa.Table,
+    block: Block | None = None,
+    skip: Collection[str] = (),
+) -> RefreshPlan:
+    """The tiles whose mosaic changed since it was embedded (new or re-dated tiles and their 8
+    neighbours; neighbours of deleted tiles) get embedded, stale keys deleted; `skip` (tiles
+    known corrupt) is left alone.
+
+    `stored` holds the store's key, time and mosaic columns. With `block`, only its own tiles are
+    planned: `manifest` must hold the tiles around it too, whose times its mosaics show."""
     refs = {
         key: TileRef(z, col, row, t)
         for key, z, col, row, t in zip(
             *(manifest[c].to_pylist() for c in ("key", "level", "col", "row", "time")), strict=True
         )
+        if block is None or block.holds(key)
     }
-    changed = [ref for key, ref in refs.items() if stored.get(key) != ref.time]
-    delete = sorted(set(stored) - set(refs))
-    dirty = {ref.key for ref in changed}
-    # A deleted tile leaves its neighbours' mosaics with a hole where it was: they change too.
-    for tile in [*(ref.tile for ref in changed), *(TileKey.parse(key) for key in delete)]:
-        for dr in (-1, 0, 1):
-            for dc in (-1, 0, 1):
-                neighbour = f"{tile.z}/{tile.col + dc}/{tile.row + dr}"
-                if neighbour in refs:
-                    dirty.add(neighbour)
-    return RefreshPlan([refs[k] for k in sorted(dirty)], delete, len(changed))
+    times = key_times(stored)
+    mosaics = dict(zip(stored["key"].to_pylist(), stored[MOSAIC].to_pylist(), strict=True))
+    current = mosaic_keys(manifest, refs)
+    embed = [
+        refs[key] for key in sorted(refs) if key not in skip and mosaics.get(key) != current[key]
+    ]
+    gone = sorted(key for key in times if key not in refs and (block is None or block.holds(key)))
+    changed = sum(times.get(key) != ref.time for key, ref in refs.items() if key not in skip)
+    return RefreshPlan(embed, gone, changed)
 
 
 @dataclass
@@ -86,12 +113,13 @@ def embed_tiles(
         load=lambda item: item[1],
         batch_size=batch_size,
     )
+    mosaics = mosaic_keys(manifest, (ref.key for ref in refs))
+    schema = tile_schema(encoder.dim)
     for items, vectors in stream:
         rows = manifest.take([index[ref.key] for ref, _ in items])
-        batch = rows.append_column("vector", vector_array(vectors)).select(
-            tile_schema(encoder.dim).names
-        )
-        store.upsert(batch.cast(tile_schema(encoder.dim)))
+        rows = rows.append_column(MOSAIC, pa.array([mosaics[ref.key] for ref, _ in items]))
+        batch = rows.append_column("vector", vector_array(vectors)).select(schema.names)
+        store.upsert(batch.cast(schema))
         report.embedded += len(items)
         progress.advance(len(items))
     report.corrupt = list(stats.corrupt)
@@ -104,8 +132,8 @@ def embed_tiles(
 
 @dataclass
 class Refresh:
-    """One refresh of the store: what was planned, what embedding did, and every tile known
-    corrupt at its current time (so it is not retried until it changes)."""
+    """One block's refresh: what was planned, what embedding did, and every tile of the block
+    known corrupt at its current time (so it is not retried until it changes)."""
 
     plan: RefreshPlan
     report: EmbedReport
@@ -113,31 +141,39 @@ class Refresh:
     duplicates: list[str]  # keys stored more than once before the refresh, removed and re-embedded
 
 
-def refresh_embeddings(
+def refresh_block(
     gallery: Gallery,
+    block: Block,
     manifest: pa.Table,
     encoder: Encoder,
     store: TileStore,
     known_corrupt: dict[str, str],
     batch_size: int = 32,
 ) -> Refresh:
-    """Bring the store in line with the manifest: embed new or changed tiles and their neighbours,
-    drop rows of tiles gone from the gallery or corrupt, and repair tiles stored more than once
-    (by re-embedding them)."""
-    duplicates = store.duplicate_keys()
+    """Bring one block's rows of the store in line with its level's manifest: embed its tiles
+    whose mosaic changed (new or re-dated tiles, and tiles next to a change in this block or the
+    next), drop rows of its tiles gone from the gallery or corrupt, and repair its tiles stored
+    more than once (by re-embedding them). It writes its own rows only."""
+    duplicates = store.duplicate_keys(block.where())
     if duplicates:
-        log.warning("%d tiles stored more than once: re-embedding them", len(duplicates))
+        log.warning(
+            "%d tiles of %s stored more than once: re-embedding them", len(duplicates), block.key
+        )
         store.delete(duplicates)
-    times = key_times(manifest)
+    ring = manifest.filter(pa.array(block.mask(manifest, margin=1)))
+    times = key_times(ring)
     still_corrupt = {k: t for k, t in known_corrupt.items() if times.get(k) == t}
-    plan = plan_refresh(manifest, store.versions() | still_corrupt)
+    stored = store.to_arrow(["key", "time", MOSAIC], where=block.where())
+    plan = plan_refresh(ring, stored, block, skip=still_corrupt)
     log.info(
-        "%d tiles changed: embedding %d mosaics, deleting %d stale rows",
+        "%s: %d tiles changed, embedding %d mosaics, deleting %d stale rows",
+        block.key,
         plan.changed,
         len(plan.embed),
         len(plan.delete),
     )
-    report = embed_tiles(gallery, plan.embed, manifest, encoder, store, batch_size)
-    corrupt = still_corrupt | {key: times[key] for key in report.corrupt}
+    report = embed_tiles(gallery, plan.embed, ring, encoder, store, batch_size)
+    found = still_corrupt | {key: times[key] for key in report.corrupt}
+    corrupt = {key: t for key, t in found.items() if block.holds(key)}
     store.delete([*plan.delete, *corrupt])
     return Refresh(plan, report, corrupt, duplicates)

@@ -15,9 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rsloc_assets.gallery.blocks import BLOCK_TILES, Block, block_keys
 from rsloc_assets.gallery.reader import Gallery
 from rsloc_assets.layout import Layout
-from rsloc_assets.records import CANDIDATE_SCHEMA, PATCH_SCHEMA, GalleryInfo, PatchMeta
+from rsloc_assets.records import CANDIDATE_SCHEMA, PATCH_SCHEMA, GalleryInfo, PatchMeta, key_times
 from rsloc_assets.retrieval.encoders import Encoder
 from rsloc_assets.retrieval.patches import (
     MIN_VALID_FRACTION,
@@ -30,7 +31,7 @@ from rsloc_assets.retrieval.patches import (
     plan_patches,
     read_query,
 )
-from rsloc_assets.retrieval.refresh import Refresh, refresh_embeddings
+from rsloc_assets.retrieval.refresh import Refresh, refresh_block
 from rsloc_assets.retrieval.store import TileStore
 
 log = logging.getLogger(__name__)
@@ -54,32 +55,127 @@ class EmbeddingsCheck:
     rows: int
     expected: int
     duplicates: int
+    outdated: int  # rows of an older time than the manifest's
     unit_norm: bool
     dimension: int
     passed: bool
 
 
 @dataclass(frozen=True)
-class EmbeddingRefresh:
-    """One refresh of one level's store: the refresh, whether an ANN index exists, the check."""
+class BlockRefresh:
+    """One block's refresh in its level's store."""
+
+    block: Block
+    refresh: Refresh
+
+
+@dataclass(frozen=True)
+class LevelIndex:
+    """One level's store made searchable: stale rows dropped, whether an ANN index exists, the
+    check."""
 
     zoom: int
-    refresh: Refresh
+    stale: int
     indexed: bool
     check: EmbeddingsCheck
 
 
-def check_embeddings(store: TileStore, expected: int, dim: int) -> EmbeddingsCheck:
-    """Row count against the tiles that decode, keys stored twice, norms of (a sample of the
-    first) stored vectors."""
+@dataclass(frozen=True)
+class EmbeddingRefresh:
+    """A refresh of the whole gallery: every block's refresh, then every level's index."""
+
+    blocks: list[BlockRefresh]
+    levels: list[LevelIndex]
+
+
+def check_embeddings(
+    store: TileStore, expected: int, dim: int, times: Mapping[str, str] | None = None
+) -> EmbeddingsCheck:
+    """Row count against the tiles that decode, keys stored twice, rows of another time than the
+    manifest's `times` (when given), norms of (a sample of the first) stored vectors."""
     rows, duplicates = store.count(), len(store.duplicate_keys())
+    outdated = 0
+    if times is not None:
+        outdated = sum(times.get(key, t) != t for key, t in store.versions().items())
     vectors = store.to_arrow(["vector"], limit=max(1, CHECK_VALUES // dim))["vector"]
     stored_dim = vectors.type.list_size
     flat = vectors.combine_chunks().flatten().to_numpy(zero_copy_only=False)
     norms = np.linalg.norm(flat.reshape(-1, stored_dim), axis=1)
     unit = bool(np.all(np.abs(norms - 1) < 1e-3))
-    passed = rows == expected and not duplicates and unit and stored_dim == dim
-    return EmbeddingsCheck(rows, expected, duplicates, unit, stored_dim, passed)
+    passed = rows == expected and not (duplicates or outdated) and unit and stored_dim == dim
+    return EmbeddingsCheck(rows, expected, duplicates, outdated, unit, stored_dim, passed)
+
+
+def embed_blocks(
+    layout: Layout,
+    encoder: Encoder,
+    stores: Mapping[int, TileStore],
+    blocks: Sequence[Block],
+    batch_size: int,
+) -> list[BlockRefresh]:
+    """For each block (of a working level, zoom → its store): embed its new or changed tiles and
+    those next to a change, drop its stale and corrupt rows, and record its corrupt tiles.
+
+    One process at a time refreshes a block (its lock `tile_embeddings-<block>`); different
+    blocks go on at once, in processes or on machines of their own, LanceDB ordering their
+    writes to the one table."""
+    out = []
+    with Gallery.open(layout.gallery) as gallery:
+        for zoom in sorted({block.zoom for block in blocks}):
+            if zoom not in stores:
+                working = ", ".join(str(z) for z in sorted(stores))
+                raise ValueError(f"gallery block at zoom {zoom}: the working levels are {working}")
+            manifest = layout.read_manifest(zoom=zoom)
+            for block in sorted(b for b in blocks if b.zoom == zoom):
+                with layout.lock(f"tile_embeddings-{block.key}"):
+                    refresh = refresh_block(
+                        gallery,
+                        block,
+                        manifest,
+                        encoder,
+                        stores[zoom],
+                        layout.corrupt_tiles(),
+                        batch_size,
+                    )
+                    with layout.lock("corrupt_tiles"):
+                        known = layout.corrupt_tiles()
+                        others = {k: t for k, t in known.items() if not block.holds(k)}
+                        layout.write_corrupt_tiles(others | refresh.corrupt)
+                out.append(BlockRefresh(block, refresh))
+    return out
+
+
+def index_tile_embeddings(
+    layout: Layout,
+    stores: Mapping[int, TileStore],
+    dim: int,
+    index_min_rows: int,
+    index_kind: str,
+) -> list[LevelIndex]:
+    """For each working level: drop rows of tiles no longer in the manifest (blocks gone from the
+    gallery) or known corrupt, build or update the ANN index, and check the store against the
+    manifest."""
+    out = []
+    with layout.lock("tile_index"):
+        corrupt = layout.corrupt_tiles()
+        for zoom, store in stores.items():
+            times = key_times(layout.read_manifest(["key", "time"], zoom=zoom))
+            bad = {key for key, t in corrupt.items() if times.get(key) == t}
+            stale = [key for key in store.versions() if key not in times or key in bad]
+            store.delete(stale)
+            indexed = store.ensure_index(index_min_rows, index_kind)
+            check = check_embeddings(store, len(times) - len(bad), dim, times)
+            out.append(LevelIndex(zoom, len(stale), indexed, check))
+    return out
+
+
+def gallery_blocks(layout: Layout, zooms: Sequence[int], side: int = BLOCK_TILES) -> list[Block]:
+    """Every block holding a tile of the manifest at the levels `zooms`."""
+    return [
+        Block.parse(key)
+        for zoom in zooms
+        for key in block_keys(layout.read_manifest(["level", "col", "row"], zoom=zoom), side)
+    ]
 
 
 def refresh_tile_embeddings(
@@ -89,27 +185,13 @@ def refresh_tile_embeddings(
     batch_size: int,
     index_min_rows: int,
     index_kind: str,
-) -> list[EmbeddingRefresh]:
-    """For each working level (zoom → its store): embed new or changed tiles (and their
-    neighbours), drop stale and corrupt rows, keep the ANN index current, and check the result.
-
-    Refreshes of one data folder run one at a time (its `tile_embeddings` lock): two at once
-    would each add the tiles the other has not yet written."""
-    with layout.lock("tile_embeddings"):
-        known = layout.corrupt_tiles()
-        corrupt: dict[str, str] = {}
-        out = []
-        with Gallery.open(layout.gallery) as gallery:
-            for zoom, store in stores.items():
-                manifest = layout.read_manifest(zoom=zoom)
-                refresh = refresh_embeddings(gallery, manifest, encoder, store, known, batch_size)
-                indexed = store.ensure_index(index_min_rows, index_kind)
-                expected = manifest.num_rows - len(refresh.corrupt)
-                check = check_embeddings(store, expected, encoder.dim)
-                corrupt |= refresh.corrupt
-                out.append(EmbeddingRefresh(zoom, refresh, indexed, check))
-        layout.write_corrupt_tiles(corrupt)
-    return out
+) -> EmbeddingRefresh:
+    """The whole gallery in one call: every block of every working level, then the index (what
+    the `tile_embeddings` partitions and `tile_index` do between them)."""
+    blocks = gallery_blocks(layout, list(stores))
+    done = embed_blocks(layout, encoder, stores, blocks, batch_size)
+    levels = index_tile_embeddings(layout, stores, encoder.dim, index_min_rows, index_kind)
+    return EmbeddingRefresh(done, levels)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from lancedb.index import IvfFlat, IvfPq, IvfSq
 from lancedb.table import Table
 
-from rsloc_assets.records import SEARCH_SCHEMA, key_times, tile_schema
+from rsloc_assets.records import MOSAIC, SEARCH_SCHEMA, key_times, tile_schema
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,12 @@ class TileStore:
         if tbl is None:
             self._db.create_table(self.table, schema=self.schema, exist_ok=True)
             tbl = self._require()
+        if MOSAIC not in tbl.schema.names:
+            log.info(
+                "%s predates mosaic keys: adding the column (its tiles are embedded again)",
+                self.table,
+            )
+            tbl.add_columns({MOSAIC: "CAST(NULL AS STRING)"})
         (
             tbl.merge_insert("key")
             .when_matched_update_all()
@@ -144,25 +150,35 @@ class TileStore:
         tbl = self._open()
         return 0 if tbl is None else tbl.count_rows()
 
-    def to_arrow(self, columns: list[str] | None = None, limit: int | None = None) -> pa.Table:
-        """Stored rows (all, or the first `limit`), optionally only some columns."""
+    def to_arrow(
+        self, columns: list[str] | None = None, limit: int | None = None, where: str | None = None
+    ) -> pa.Table:
+        """Stored rows (all, those matching the SQL filter `where`, or the first `limit`),
+        optionally only some columns."""
         tbl = self._open()
         names = columns or self.schema.names
         if tbl is None:
             return self.schema.empty_table().select(names)
-        query = tbl.search().select(names)
-        return (query if limit is None else query.limit(limit)).to_arrow()
+        found = [name for name in names if name in tbl.schema.names]
+        query = tbl.search().select(found)
+        if where is not None:
+            query = query.where(where)
+        rows = (query if limit is None else query.limit(limit)).to_arrow()
+        if MOSAIC in names and MOSAIC not in found:  # a table from before mosaic keys
+            rows = rows.append_column(MOSAIC, pa.nulls(rows.num_rows, pa.string()))
+        return rows.select(names)
 
     def versions(self) -> dict[str, str]:
         """Key → imagery time of every stored tile, to embed only new or changed tiles."""
         return key_times(self.to_arrow(["key", "time"]))
 
-    def duplicate_keys(self) -> list[str]:
-        """Keys stored in more than one row (sorted): merges on the key never make them, but two
-        writers racing outside the refresh lock can."""
-        if self._open() is None:
+    def duplicate_keys(self, where: str | None = None) -> list[str]:
+        """Keys stored in more than one row (sorted; of the rows matching `where`, or all): merges
+        on the key never make them, but two writers racing outside the refresh lock can."""
+        keys = self.to_arrow(["key"], where=where)["key"].combine_chunks()
+        if len(keys) == 0:
             return []
-        counts = pc.value_counts(self.to_arrow(["key"])["key"].combine_chunks())
+        counts = pc.value_counts(keys)
         keys, n = counts.field("values").to_pylist(), counts.field("counts").to_numpy()
         return sorted(k for k, c in zip(keys, n, strict=True) if c > 1)
 
