@@ -47,6 +47,7 @@ from bench.common import (
     gallery_index,
     show_progress,
     timed,
+    timed_rounds,
     write_result,
 )
 from bench.scale import QUERY_NOISE, build_table, make_gallery
@@ -71,9 +72,9 @@ SEED = 0
 STAGES = ("patches", "search", "cliques", "verify")
 
 
-def prepare(args: argparse.Namespace) -> Path:
+def prepare(args: argparse.Namespace) -> None:
     """The real gallery (built, embedded), the query, its scale-side patch file and the
-    824,796-tile table, each made once under the cache folder; returns that folder."""
+    824,796-tile table, each made once under the cache folder."""
     root = args.cache
     real = Layout(root / "real", gallery_path=root / "real" / "gallery.sqlite")
     if not (root / "real.done").exists():
@@ -85,7 +86,6 @@ def prepare(args: argparse.Namespace) -> Path:
         shutil.rmtree(scale, ignore_errors=True)
         _prepare_scale(real, scale, args)
         (scale / "done").touch()
-    return root
 
 
 def _prepare_real(layout: Layout, args: argparse.Namespace) -> None:
@@ -174,9 +174,9 @@ def planted_vectors(rows: np.ndarray, gallery: np.ndarray, headings: int) -> np.
 def median_of(fn: Callable[[], object], repeats: int) -> tuple[object, float, list[float]]:
     """`fn`'s last result, the median of `repeats` timed calls after one warm-up, and the times."""
     fn()
-    runs = [timed(fn) for _ in range(repeats)]
-    seconds = [ms / 1e3 for _, ms in runs]
-    return runs[-1][0], statistics.median(seconds), seconds
+    [(result, ms)] = timed_rounds([fn], repeats)
+    seconds = [m / 1e3 for m in ms]
+    return result, statistics.median(seconds), seconds
 
 
 def run_side(prepared: Path, work: Path, repeats: int, rows: int) -> dict:

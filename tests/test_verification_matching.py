@@ -18,6 +18,8 @@ from rsloc_assets.synthetic.seasons import render
 from rsloc_assets.verification.matching import (
     Reason,
     VerifyParams,
+    _root_sift,
+    _two_nearest,
     consistent_cliques,
     extract_features,
     homography_check,
@@ -295,3 +297,14 @@ def test_rejects_non_rgb_input(renders):
         match_patch(mosaic.astype(np.float32), mosaic)
     with pytest.raises(ValueError, match="uint8 RGB"):
         match_patch(mosaic[..., 0], mosaic)
+
+
+def test_the_two_nearest_descriptors_are_brute_forces():
+    rng = np.random.default_rng(3)
+    a, b = (_root_sift(np.abs(rng.normal(size=(n, 128))).astype(np.float32)) for n in (1500, 900))
+    nearest, dist = _two_nearest(a, b)
+    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(a, b, k=2)
+    assert (nearest == [[m.trainIdx, n.trainIdx] for m, n in knn]).all()
+    assert np.allclose(dist, [[m.distance, n.distance] for m, n in knn], atol=1e-5)
+    one, none = _two_nearest(a, b[:1]), _two_nearest(a[:0], b)
+    assert one[0].shape == (1500, 2) and not one[1].any() and none[0].shape == (0, 2)

@@ -25,6 +25,7 @@ from enum import StrEnum
 
 import cv2
 import numpy as np
+import torch
 
 from rsloc_assets.cliques.native import CliqueError, Status, maximal_cliques
 from rsloc_assets.retrieval.encoders import Encoder
@@ -47,6 +48,7 @@ class Reason(StrEnum):
     LOW_SIMILARITY = "low similarity"
 
 
+_KNN_ROWS = 1024  # descriptors matched per matrix product: 16 MB of dot products at 4,000
 _CLIQUE_RETRIES = 3  # halvings of the graph after the clique search hits its limits
 # Shorter pairs measure the scale too coarsely to vote on it. Working px: the scale error of a
 # pair is its keypoints' localisation error (working px) over its length.
@@ -410,23 +412,35 @@ def _correspondences(
     patch: Features, mosaic: Features, p: VerifyParams
 ) -> tuple[np.ndarray, np.ndarray]:
     """RootSIFT ratio-test matches best first, near-duplicates merged: (src, dst) px arrays."""
-    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(
-        _root_sift(patch.descriptors), _root_sift(mosaic.descriptors), k=2
-    )
-    pairs = [
-        (m.queryIdx, m.trainIdx, m.distance / n.distance)
-        for m, n in (k for k in knn if len(k) == 2)
-        if n.distance > 0 and m.distance < p.ratio * n.distance
-    ]
-    if not pairs:
+    nearest, dist = _two_nearest(_root_sift(patch.descriptors), _root_sift(mosaic.descriptors))
+    good = (dist[:, 1] > 0) & (dist[:, 0] < p.ratio * dist[:, 1])
+    if not good.any():
         empty = np.zeros((0, 2), np.float64)
         return empty, empty
-    qi, ti, ratio = (np.array(v) for v in zip(*pairs, strict=True))
+    qi = np.flatnonzero(good)
+    ti, ratio = nearest[qi, 0], dist[qi, 0] / dist[qi, 1]
     order = np.lexsort((qi, ratio))  # best ratio first; ties by keypoint index
     src = patch.xy[qi[order]].astype(np.float64)
     dst = mosaic.xy[ti[order]].astype(np.float64)
     keep = _spread(src, dst, p.min_pair_px)
     return src[keep], dst[keep]
+
+
+def _two_nearest(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row of `a`'s two nearest rows of `b` (unit vectors, as RootSIFT's are) and their L2
+    distances, exact in float64: the two are chosen by one matrix product a block of rows at a
+    time (the largest dot products), which on 4,000 × 4,000 RootSIFT descriptors took 0.11 s
+    against 0.37–0.45 s for OpenCV's brute-force `knnMatch` (one thread) and chose the same
+    nearest neighbour for every descriptor of bench-query's 16 f20 pairs."""
+    if len(a) == 0 or len(b) < 2:
+        return np.zeros((len(a), 2), np.int64), np.zeros((len(a), 2), np.float64)
+    gallery = torch.from_numpy(np.ascontiguousarray(b, np.float32)).T
+    nearest = np.zeros((len(a), 2), np.int64)
+    for i in range(0, len(a), _KNN_ROWS):
+        dots = torch.from_numpy(np.ascontiguousarray(a[i : i + _KNN_ROWS], np.float32)) @ gallery
+        nearest[i : i + _KNN_ROWS] = torch.topk(dots, 2, dim=1).indices.numpy()
+    diff = a[:, None, :].astype(np.float64) - b[nearest].astype(np.float64)
+    return nearest, np.sqrt((diff * diff).sum(axis=2))
 
 
 def _root_sift(desc: np.ndarray) -> np.ndarray:
