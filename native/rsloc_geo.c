@@ -1,7 +1,7 @@
 /*
  * rsloc_geo.c — stage 2 of rsloc, spatio-geographic cliques: params and result, validation,
- * ranking and grouping, and the entry point rsloc_geo_cliques. The grid index and the edges are
- * built in rsloc_geo_edges.c. The rules are spelled out in native/README.md.
+ * ranking and grouping, and the entry point rsloc_geo_cliques. The graph (grid index, suppression,
+ * edges) is built in rsloc_geo_edges.c. The rules are spelled out in native/README.md.
  */
 #include "rsloc_internal.h"
 
@@ -106,32 +106,53 @@ static int check_hits(const rsloc_hits *h, const rsloc_geo_params *p, char *err,
     return RSLOC_OK;
 }
 
-/* Dense patch numbers 0..n_patches-1 in ascending order of the caller's ids. */
+/* Dense patch numbers 0..n_patches-1 in ascending order of the caller's ids: through a table of
+ * the ids when they are below 4n + 1024, else a radix sort. */
 static int dense_patches(const rsloc_hits *h, int32_t *dense, int32_t *n_patches)
 {
-    int32_t i, u = 0, *ids = rsloc__alloc_array((size_t)h->n, sizeof *ids);
-    if (ids == NULL)
-        return RSLOC_ENOMEM;
-    memcpy(ids, h->patch, (size_t)h->n * sizeof *ids);
-    qsort(ids, (size_t)h->n, sizeof *ids, rsloc__cmp_i32);
-    for (i = 0; i < h->n; i++)
-        if (i == 0 || ids[i] != ids[u - 1])
-            ids[u++] = ids[i];
-    for (i = 0; i < h->n; i++) {
-        int32_t lo = 0, hi = u;
-        while (lo < hi) {
-            int32_t mid = lo + (hi - lo) / 2;
-            if (ids[mid] < h->patch[i])
-                lo = mid + 1;
-            else
-                hi = mid;
+    int32_t i, u = 0, n = h->n, top = 0;
+    for (i = 0; i < n; i++)
+        top = h->patch[i] > top ? h->patch[i] : top;
+    if ((int64_t)top < 4 * (int64_t)n + 1024) {
+        int32_t *table = rsloc__zalloc_array((size_t)top + 1, sizeof *table);
+        if (table == NULL)
+            return RSLOC_ENOMEM;
+        for (i = 0; i < n; i++)
+            table[h->patch[i]] = 1;
+        for (i = 0; i <= top; i++)
+            if (table[i])
+                table[i] = ++u; /* 1 + dense number */
+        for (i = 0; i < n; i++)
+            dense[i] = table[h->patch[i]] - 1;
+        free(table);
+    } else {
+        uint64_t *key = rsloc__alloc_array((size_t)n, sizeof *key);
+        int32_t *order = rsloc__alloc_array((size_t)n, sizeof *order);
+        if (key == NULL || order == NULL) {
+            free(key);
+            free(order);
+            return RSLOC_ENOMEM;
         }
-        dense[i] = lo;
+        for (i = 0; i < n; i++)
+            key[i] = (uint64_t)h->patch[i];
+        if (rsloc__radix_order(key, n, order) != RSLOC_OK) {
+            free(key);
+            free(order);
+            return RSLOC_ENOMEM;
+        }
+        for (i = 0; i < n; i++) {
+            if (i > 0 && h->patch[order[i]] != h->patch[order[i - 1]])
+                u++;
+            dense[order[i]] = u;
+        }
+        u = n > 0 ? u + 1 : 0;
+        free(key);
+        free(order);
     }
-    free(ids);
     *n_patches = u;
     return RSLOC_OK;
 }
+
 typedef struct {
     int32_t size;
     double mean;
@@ -167,19 +188,58 @@ static int group_rank_cmp(const void *x, const void *y)
 }
 
 typedef struct {
-    int32_t cscore;
-    float sim;
-    int32_t idx;
-} candidate_rank;
+    int32_t cscore, pos; /* pos: place in the similarity order */
+} scored_hit;
 
-static int candidate_rank_cmp(const void *x, const void *y)
+static int scored_hit_cmp(const void *x, const void *y)
 {
-    const candidate_rank *a = x, *b = y;
+    const scored_hit *a = x, *b = y;
     if (a->cscore != b->cscore)
         return a->cscore > b->cscore ? -1 : 1;
-    if (a->sim != b->sim)
-        return a->sim > b->sim ? -1 : 1;
-    return (a->idx > b->idx) - (a->idx < b->idx);
+    return (a->pos > b->pos) - (a->pos < b->pos);
+}
+
+/* ranking = hit indices by (candidate score descending, similarity descending, index ascending):
+ * a radix sort by similarity, then the few hits with a score moved to the front by score. */
+static int rank_hits(const rsloc_hits *h, const int32_t *cscore, int32_t *ranking)
+{
+    int32_t n = h->n, i, ns = 0, w = 0;
+    uint64_t *key = rsloc__alloc_array((size_t)n, sizeof *key);
+    int32_t *order = rsloc__alloc_array((size_t)n, sizeof *order);
+    scored_hit *sc = NULL;
+    int rc = RSLOC_ENOMEM;
+    if (key == NULL || order == NULL)
+        goto done;
+    for (i = 0; i < n; i++) {
+        float f = h->score[i] == 0 ? 0.0f : h->score[i]; /* -0 ranks as 0 */
+        uint32_t bits;
+        memcpy(&bits, &f, sizeof bits);
+        bits = bits >> 31 ? ~bits : bits | 0x80000000u; /* ascending with f */
+        key[i] = (uint64_t)(uint32_t)~bits;
+        ns += cscore[i] > 0;
+    }
+    if (rsloc__radix_order(key, n, order) != RSLOC_OK)
+        goto done;
+    sc = rsloc__alloc_array((size_t)ns, sizeof *sc);
+    if (sc == NULL)
+        goto done;
+    for (i = 0, ns = 0; i < n; i++)
+        if (cscore[order[i]] > 0) {
+            sc[ns].cscore = cscore[order[i]];
+            sc[ns++].pos = i;
+        }
+    qsort(sc, (size_t)ns, sizeof *sc, scored_hit_cmp);
+    for (i = 0; i < ns; i++)
+        ranking[w++] = order[sc[i].pos];
+    for (i = 0; i < n; i++)
+        if (cscore[order[i]] <= 0)
+            ranking[w++] = order[i];
+    rc = RSLOC_OK;
+done:
+    free(key);
+    free(order);
+    free(sc);
+    return rc;
 }
 
 /* A kept clique's claim on a patch for its group. */
@@ -216,13 +276,12 @@ static int rank_and_group(const rsloc_hits *h, const int32_t *dense, const rsloc
     int32_t *parent = rsloc__alloc_array((size_t)n, sizeof *parent);
     int32_t *root_gid = rsloc__alloc_array((size_t)n, sizeof *root_gid);
     int32_t *member_of = rsloc__alloc_array((size_t)n, sizeof *member_of);
-    candidate_rank *cand = rsloc__alloc_array((size_t)n, sizeof *cand);
     int32_t *prov = NULL, *final = NULL;
     claim *claims = NULL;
     group_rank *groups = NULL;
     int rc = RSLOC_ENOMEM;
 
-    if (ranked == NULL || parent == NULL || root_gid == NULL || member_of == NULL || cand == NULL)
+    if (ranked == NULL || parent == NULL || root_gid == NULL || member_of == NULL)
         goto done;
     for (q = 0; q < nc; q++) {
         double sum = 0;
@@ -325,20 +384,15 @@ static int rank_and_group(const rsloc_hits *h, const int32_t *dense, const rsloc
         g = member_of[i] < 0 ? -1 : final[member_of[i]];
         out->candidate_group[i] = g;
         out->candidate_score[i] = g < 0 ? 0 : out->group_score[g];
-        cand[i].cscore = out->candidate_score[i];
-        cand[i].sim = h->score[i];
-        cand[i].idx = i;
     }
-    qsort(cand, (size_t)n, sizeof *cand, candidate_rank_cmp);
-    for (i = 0; i < n; i++)
-        out->ranking[i] = cand[i].idx;
+    if (rank_hits(h, out->candidate_score, out->ranking) != RSLOC_OK)
+        goto done;
     rc = RSLOC_OK;
 done:
     free(ranked);
     free(parent);
     free(root_gid);
     free(member_of);
-    free(cand);
     free(prov);
     free(final);
     free(claims);
@@ -352,16 +406,15 @@ int rsloc_geo_cliques(const rsloc_hits *hits, const rsloc_geo_params *params,
     rsloc_geo_params defaults;
     rsloc_clique_params cp;
     rsloc_clique_set cs = {0, NULL, NULL, 0};
-    grid gr;
-    int32_t *dense = NULL, *pairs = NULL, n_patches = 0, n_suppressed = 0;
-    edge_key *edges = NULL;
-    int64_t m = 0, e, q;
+    rsloc__geo_graph g;
+    int32_t *dense = NULL, n_patches = 0;
+    int64_t e, q;
     int rc;
 
     if (out == NULL)
         return rsloc__fail(err, err_len, RSLOC_EINVAL, "the output result is NULL");
     memset(out, 0, sizeof *out);
-    memset(&gr, 0, sizeof gr);
+    memset(&g, 0, sizeof g);
     if (hits == NULL)
         return rsloc__fail(err, err_len, RSLOC_EINVAL, "hits is NULL");
     if (params == NULL) {
@@ -381,33 +434,20 @@ int rsloc_geo_cliques(const rsloc_hits *hits, const rsloc_geo_params *params,
     if (hits->n > 0 && dense_patches(hits, dense, &n_patches) != RSLOC_OK)
         goto done;
     if (n_patches >= 2) {
-        if (rsloc__grid_build(&gr, hits, dense, params->tolerance_m) != RSLOC_OK)
-            goto done;
-        rc = rsloc__build_edges(&gr, n_patches, params, &edges, &m, &n_suppressed, err, err_len);
+        rc = rsloc__geo_graph_build(hits, dense, n_patches, params, &g, err, err_len);
         if (rc != RSLOC_OK)
             goto done;
         rc = RSLOC_ENOMEM;
-        pairs = rsloc__alloc_array(2 * (size_t)m, sizeof *pairs);
-        if (pairs == NULL)
-            goto done;
-        for (e = 0; e < m; e++) {
-            pairs[2 * e] = edges[e].a;
-            pairs[2 * e + 1] = edges[e].b;
-        }
-        free(edges);
-        edges = NULL;
         cp.min_size = params->min_clique_size;
         cp.min_ratio = params->keep_ratio;
         cp.max_cliques = params->max_cliques;
         cp.max_steps = params->max_search_steps;
-        rc = rsloc_maximal_cliques(hits->n, m, pairs, &cp, &cs, err, err_len);
-        if (rc != RSLOC_OK)
+        if (rsloc__graph_cliques(g.n, g.off, g.adj, &cp, &cs) != RSLOC_OK)
             goto done;
-        rc = RSLOC_ENOMEM;
-        /* Graph nodes are grid positions (for locality); back to hit indices. */
+        /* Graph nodes are the scan's positions (for locality); back to hit indices. */
         for (q = 0; q < cs.n_cliques; q++) {
             for (e = cs.offsets[q]; e < cs.offsets[q + 1]; e++)
-                cs.members[e] = gr.idx[cs.members[e]];
+                cs.members[e] = g.node_hit[cs.members[e]];
             rsloc__sort_i32(cs.members + cs.offsets[q],
                             (size_t)(cs.offsets[q + 1] - cs.offsets[q]));
         }
@@ -415,8 +455,8 @@ int rsloc_geo_cliques(const rsloc_hits *hits, const rsloc_geo_params *params,
     if (rank_and_group(hits, dense, &cs, params, out) != RSLOC_OK)
         goto done;
     out->n_nodes = hits->n;
-    out->n_suppressed = n_suppressed;
-    out->n_edges = m;
+    out->n_suppressed = g.n_suppressed;
+    out->n_edges = g.n_edges;
     out->n_maximal = cs.n_cliques;
     out->truncated = cs.truncated;
     rc = RSLOC_OK;
@@ -427,9 +467,7 @@ done:
     if (rc != RSLOC_OK)
         rsloc_geo_result_free(out);
     rsloc_clique_set_free(&cs);
-    rsloc__grid_free(&gr);
+    rsloc__geo_graph_free(&g);
     free(dense);
-    free(pairs);
-    free(edges);
     return rc;
 }

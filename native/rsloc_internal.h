@@ -17,6 +17,7 @@ void *rsloc__zalloc_array(size_t count, size_t size);
 int rsloc__reserve(void **data, size_t *cap, size_t need, size_t size);
 int rsloc__cmp_i32(const void *a, const void *b);
 void rsloc__sort_i32(int32_t *v, size_t n);
+int rsloc__radix_order(uint64_t *key, int32_t n, int32_t *order);
 
 /* Bit counts of the Bron–Kerbosch bitsets, inline: they sit in its innermost loops. */
 static inline int popcount64(uint64_t x)
@@ -47,37 +48,33 @@ static inline int ctz64(uint64_t x)
 #endif
 }
 
-/* ---- stage 2 internals (built in rsloc_geo_edges.c, used by rsloc_geo.c) ------------------ */
+/* ---- maximal cliques of a graph in CSR form (rsloc_maximal.c) ---------------------------- */
 
-#define GRID_SPLIT 4 /* grid cells are reach / GRID_SPLIT wide */
+/* rsloc_maximal_cliques on a graph given as lower CSR: node v's earlier neighbours are
+ * lo_adj[lo_off[v]..lo_off[v+1]), ascending (each edge once, no duplicates or self-loops);
+ * params already checked. RSLOC_OK or RSLOC_ENOMEM (out zeroed); writes no message. */
+int rsloc__graph_cliques(int32_t n, const int64_t *lo_off, const int32_t *lo_adj,
+                         const rsloc_clique_params *params, rsloc_clique_set *out);
 
-/* An edge and its rank key: residual ascending, summed similarity descending, then its ends'
- * grid positions ascending. */
+/* ---- stage 2's graph (rsloc_geo_edges.c, used by rsloc_geo.c) ---------------------------- */
+
+/* Nodes: the hits that survive suppression, in the scan's order; node_hit[v] = v's hit index.
+ * Lower CSR (off, adj) as rsloc__graph_cliques takes it. */
 typedef struct {
-    float res;
-    float ssum;
-    int32_t a, b; /* a < b: the ends' grid positions */
-} edge_key;
+    int32_t n;
+    int64_t *off;
+    int32_t *adj;
+    int32_t *node_hit;
+    int64_t n_edges;
+    int32_t n_suppressed;
+} rsloc__geo_graph;
 
-/* Hits sorted by grid cell, with their data in that order (structure of arrays). */
-typedef struct {
-    int32_t n, n_cells;
-    int64_t ncols, nrows;
-    int32_t *idx, *patch;
-    double *lon, *lat, *mlon, *mlat, *x, *y; /* x, y: patch centre in ground metres */
-    float *score;
-    int64_t *cell_key;   /* n_cells, ascending */
-    int32_t *cell_start; /* n_cells + 1 */
-    double reach;        /* no edge is longer than this, metres */
-    int32_t half_width[GRID_SPLIT + 1]; /* stencil: columns either side, by row offset */
-} grid;
-
-/* The grid of the hits (dense: their dense patch numbers); rsloc__grid_free releases it. */
-int rsloc__grid_build(grid *gr, const rsloc_hits *h, const int32_t *dense, double tolerance_m);
-void rsloc__grid_free(grid *gr);
-/* Suppression, the edge rule and its budgets: the surviving edges (caller frees *edges_out). */
-int rsloc__build_edges(const grid *gr, int32_t n_patches, const rsloc_geo_params *p,
-                       edge_key **edges_out, int64_t *m_out, int32_t *n_suppressed, char *err,
-                       size_t err_len);
+/* Grid index, suppression, the edge rule and its budgets for the hits (dense: their dense patch
+ * numbers, n_patches >= 2 of them). RSLOC_OK, RSLOC_ELIMIT (message in err) or RSLOC_ENOMEM;
+ * release with rsloc__geo_graph_free (also safe on a zeroed graph). */
+int rsloc__geo_graph_build(const rsloc_hits *h, const int32_t *dense, int32_t n_patches,
+                           const rsloc_geo_params *p, rsloc__geo_graph *g, char *err,
+                           size_t err_len);
+void rsloc__geo_graph_free(rsloc__geo_graph *g);
 
 #endif /* RSLOC_INTERNAL_H */

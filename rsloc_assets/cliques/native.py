@@ -108,7 +108,7 @@ def _patch_ids(values) -> np.ndarray:
         raise CliqueInputError(Status.INVALID, f"patch ids must be integers, got {arr.dtype}")
     if arr.size and (arr.min() < 0 or arr.max() > np.iinfo(np.int32).max):
         raise CliqueInputError(Status.INVALID, "patch ids must lie in [0, 2**31)")
-    return arr.astype(np.int32)
+    return arr.astype(np.int32, copy=False)  # int32 input (the usual) is passed as it is
 
 
 def _copy(ptr, count: int, dtype) -> np.ndarray:
