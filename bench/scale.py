@@ -55,7 +55,7 @@ from bench.common import (
 )
 from rsloc_assets.grids import GeoGrid
 from rsloc_assets.progress import Progress
-from rsloc_assets.records import MOSAIC, tile_schema
+from rsloc_assets.records import tile_schema
 from rsloc_assets.retrieval.store import TileStore, pq_sub_vectors, vector_array
 
 TILES_PER_CLUSTER = 200
@@ -136,10 +136,13 @@ def tile_batch(start: int, vectors: np.ndarray) -> pa.Table:
         "south": lat - half,
         "east": lon + half,
         "north": lat + half,
-        MOSAIC: pa.nulls(len(index), pa.string()),
         "vector": vector_array(vectors),
     }
-    return pa.table(columns, schema=tile_schema(vectors.shape[1]))
+    schema = tile_schema(vectors.shape[1])
+    # Columns these rows have no value for (the mosaic key) are null; bench-query's baseline side
+    # imports this module beside an older `rsloc_assets` whose schema lacks them.
+    columns |= {f.name: pa.nulls(len(index), f.type) for f in schema if f.name not in columns}
+    return pa.table(columns, schema=schema)
 
 
 def exact_topk(gallery: torch.Tensor, queries: np.ndarray, k: int) -> np.ndarray:
