@@ -1,4 +1,5 @@
-"""A gallery refresh through Dagster in the test process, and what its runs recorded."""
+"""A gallery refresh through Dagster in the test process, what its runs recorded, and the
+partitions a run request asks for."""
 
 from __future__ import annotations
 
@@ -8,6 +9,15 @@ import dagster as dg
 
 from rsloc_assets.defs.automation import refresh_gallery_in_process
 from rsloc_assets.defs.resources import RslocResource
+
+
+def requested(request: dg.RunRequest, instance: dg.DagsterInstance, partitions: str) -> list[str]:
+    """The partitions of the dynamic partitions `partitions` one run request asks for."""
+    if request.partition_key is not None:
+        return [request.partition_key]
+    order = instance.get_dynamic_partitions(partitions)
+    span = request.partition_key_range
+    return order[order.index(span.start) : order.index(span.end) + 1]
 
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> list[dict]:

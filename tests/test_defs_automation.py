@@ -11,6 +11,7 @@ from rsloc_assets.defs.automation import new_query_files
 from rsloc_assets.defs.batches import SENSOR_QUERIES_PER_RUN, contiguous_runs
 from rsloc_assets.defs.partitions import queries_partitions
 from rsloc_assets.defs.resources import RslocResource
+from tests.gallery_runs import requested
 
 ASSETS = list(defs.assets)
 
@@ -18,15 +19,6 @@ ASSETS = list(defs.assets)
 @pytest.fixture(scope="module")
 def small_world(small_layout):
     return small_layout, RslocResource(data_dir=str(small_layout.root))
-
-
-def requested(request: dg.RunRequest, instance: dg.DagsterInstance) -> list[str]:
-    """The query partitions one run request asks for."""
-    if request.partition_key is not None:
-        return [request.partition_key]
-    order = instance.get_dynamic_partitions(queries_partitions.name)
-    span = request.partition_key_range
-    return order[order.index(span.start) : order.index(span.end) + 1]
 
 
 def test_runs_cover_adjacent_partitions_at_most_so_many_each():
@@ -49,7 +41,7 @@ def test_a_burst_of_images_is_runs_of_at_most_40(small_world, tmp_path):
     many = RslocResource(data_dir=str(tmp_path / "data"))
     result = new_query_files(dg.build_sensor_context(instance=instance, resources={"rsloc": many}))
     instance.add_dynamic_partitions(queries_partitions.name, names)
-    runs = [requested(r, instance) for r in result.run_requests]
+    runs = [requested(r, instance, queries_partitions.name) for r in result.run_requests]
     assert [len(r) for r in runs] == [SENSOR_QUERIES_PER_RUN, SENSOR_QUERIES_PER_RUN, 5]
     assert [n for r in runs for n in r] == names
     assert len({r.run_key for r in result.run_requests}) == 3
@@ -66,7 +58,7 @@ def test_sensor_registers_new_and_changed_query_images(small_world, tmp_path):
     # All new images in one run: its tags name the range of partitions, as a backfill's do.
     (request,) = result.run_requests
     assert request.partition_key is None
-    assert requested(request, instance) == names
+    assert requested(request, instance, queries_partitions.name) == names
 
     context = dg.build_sensor_context(
         instance=instance, cursor=result.cursor, resources={"rsloc": rsloc}

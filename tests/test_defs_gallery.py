@@ -19,7 +19,7 @@ from rsloc_assets.defs.partitions import BLOCKS
 from rsloc_assets.defs.resources import RslocResource
 from rsloc_assets.gallery.blocks import Block
 from rsloc_assets.grids import TileKey
-from tests.gallery_runs import metadata, refresh_gallery
+from tests.gallery_runs import metadata, refresh_gallery, requested
 
 ASSETS = list(defs.assets)
 
@@ -129,19 +129,6 @@ def test_a_refit_descriptor_embeds_every_block_into_a_new_table(small_layout):
     assert run.total("embedded") == run.assets["tile_index"]["rows"] and run.passed
 
 
-def _blocks_asked(requests: list[dg.RunRequest], instance: dg.DagsterInstance) -> list[str]:
-    """The gallery blocks run requests ask for, in registration order."""
-    order = instance.get_dynamic_partitions(BLOCKS)
-    asked = []
-    for request in requests:
-        span = request.partition_key_range
-        if request.partition_key is not None:
-            asked.append(request.partition_key)
-        else:
-            asked.extend(order[order.index(span.start) : order.index(span.end) + 1])
-    return asked
-
-
 def test_a_refresh_embeds_only_the_blocks_that_changed_then_the_index(small_layout):
     layout = small_layout
     rsloc = RslocResource(data_dir=str(layout.root), block_tiles=4)
@@ -167,7 +154,8 @@ def test_a_refresh_embeds_only_the_blocks_that_changed_then_the_index(small_layo
         dagster_run=nightly.dagster_run,
     )
     requests = embed_changed_blocks(context)
-    assert sorted(_blocks_asked(requests, instance)) == sorted(around)
+    asked = [key for request in requests for key in requested(request, instance, BLOCKS)]
+    assert sorted(asked) == sorted(around)
     # A refresh that sees no change leaves them due: they have not been embedded since.
     dg.materialize(ASSETS, selection=REFRESH_ASSETS, **run)
     assert sorted(due_blocks(instance)) == sorted(around)

@@ -169,7 +169,8 @@ class TileStore:
         return rows.select(names)
 
     def versions(self) -> dict[str, str]:
-        """Key → imagery time of every stored tile, to embed only new or changed tiles."""
+        """Key → imagery time of every stored tile, to find rows the manifest no longer holds or
+        holds at another time."""
         return key_times(self.to_arrow(["key", "time"]))
 
     def duplicate_keys(self, where: str | None = None) -> list[str]:
