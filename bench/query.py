@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import io
 import json
 import math
@@ -109,18 +110,26 @@ def _prepare_real(layout: Layout, args: argparse.Namespace) -> None:
 
 def _prepare_scale(real: Layout, folder: Path, args: argparse.Namespace) -> None:
     """The synthetic table (a block of `args.rows` tiles around the query; all 824,796 by
-    default), and the query's patches with vectors planted in it."""
+    default), and the query's patches with vectors planted in it at every heading (the patch
+    table of the code before the heading vote moved into the patches step: `heading_valid` and
+    `vector` per heading)."""
     from rsloc_assets.defs.resources import RslocResource
-    from rsloc_assets.retrieval.steps import nested_lists, prepare_query
+    from rsloc_assets.retrieval.patches import PatchPlan, heading_views, headings_deg, read_query
+    from rsloc_assets.retrieval.steps import prepare_query
     from rsloc_assets.retrieval.store import TileStore
 
     rsloc = RslocResource(data_dir=str(real.root), gallery=str(real.gallery))
     work = work_copy(real, Layout(folder / "layout"))
+    encoder = rsloc.load_encoder()
     prepare_query(
-        work, NAME, real.gallery_levels(), rsloc.load_encoder(), rsloc.cut_th,
-        rsloc.stride_tiles, rsloc.query_headings,
+        work, NAME, real.gallery_levels(), encoder, lambda info: rsloc.store(encoder, info),
+        rsloc.cut_th, rsloc.stride_tiles, rsloc.query_headings, rsloc.vote_patches,
     )  # fmt: skip
     patches, meta = work.query(NAME).patches()
+    query = read_query(work.query_file(NAME), meta.gallery.ref_lat)
+    plan = PatchPlan(patches["width"][0].as_py(), patches["height"][0].as_py(), 1, 1)
+    turns = headings_deg(rsloc.query_headings)
+    valid = np.stack([heading_views(query, patches, plan, t, 8)[1] for t in turns], axis=1)
     truth = read_truth(real.query_file(NAME))
     tiles = true_tiles(patches, truth)
     first = int(np.clip((tiles.min() + tiles.max() - args.rows) // 2, 0, GALLERY_TILES - args.rows))
@@ -128,12 +137,51 @@ def _prepare_scale(real: Layout, folder: Path, args: argparse.Namespace) -> None
     store = TileStore(str(folder / "lancedb"), TABLE, DIM)
     build_table(store, gallery, 50_000, first)
     store.ensure_index(min_rows=0)
-    vectors = planted_vectors(tiles - first, gallery, len(meta.headings))
-    table = patches.set_column(
-        patches.schema.get_field_index("vector"), "vector", nested_lists(vectors)
-    )
+    vectors = planted_vectors(tiles - first, gallery, len(turns))
+    table = patches.drop_columns(["view_valid", "vector"])
+    table = table.append_column("heading_valid", nested_lists(valid))
+    table = table.append_column("vector", nested_lists(vectors))
     info = replace(meta.gallery, tiles=args.rows)
-    work.query(NAME).write_patches(table, replace(meta, gallery=info))
+    work.query(NAME).write_patches(table, replace(meta, gallery=info, headings=turns))
+
+
+def nested_lists(values: np.ndarray) -> pa.FixedSizeListArray:
+    """An N×H(×dim) float array as fixed-size lists (of fixed-size lists) of float32."""
+    flat = pa.array(np.ascontiguousarray(values, np.float32).ravel())
+    for size in reversed(values.shape[1:]):
+        flat = pa.FixedSizeListArray.from_arrays(flat, size)
+    return flat
+
+
+def voted_patches(scale: Layout, store, vote_patches: int, repeats: int) -> float:
+    """Turn the scale side's every-heading patch table into this code's: the heading voted by
+    the planted views at scale (`vote_heading`, the views looked up, not embedded), each patch's
+    vector at it. Returns the vote's seconds: search at scale (its search on the real gallery is
+    in `patches`)."""
+    from rsloc_assets.retrieval.heading import vote_heading, vote_order
+    from rsloc_assets.retrieval.patches import PatchPlan, min_valid_share
+    from rsloc_assets.retrieval.store import vector_array
+
+    patches, meta = scale.query(NAME).patches()
+    dim = patches.schema.field("vector").type.value_type.list_size
+    views = patches["vector"].combine_chunks().flatten().flatten().to_numpy()
+    views = views.reshape(patches.num_rows, len(meta.headings), dim)
+    valid = patches["heading_valid"].combine_chunks().flatten().to_numpy()
+    valid = valid.reshape(patches.num_rows, len(meta.headings))
+    plan = PatchPlan(patches["width"][0].as_py(), patches["height"][0].as_py(), 1, 1)
+    needed = min_valid_share(meta.width, meta.height, plan)
+    order = vote_order(patches["valid_fraction"].to_numpy())
+
+    def vote():
+        return vote_heading(store, order, lambda r: (views[r], valid[r]), needed, vote_patches)
+
+    voted, seconds, _ = median_of(vote, repeats)
+    turn = voted.vote.index
+    table = patches.drop_columns(["heading_valid", "vector"])
+    table = table.append_column("view_valid", pa.array(valid[:, turn]))
+    table = table.append_column("vector", vector_array(views[:, turn]))
+    scale.query(NAME).write_patches(table, replace(meta, vote=voted.vote))
+    return seconds
 
 
 def true_tiles(patches: pa.Table, truth: Truth) -> np.ndarray:
@@ -195,6 +243,9 @@ def run_side(prepared: Path, work: Path, repeats: int, rows: int) -> dict:
     recheck = rsloc.base_encoder() if rsloc.verify_recheck else None
     levels = real.gallery_levels()
     args = (real, NAME, levels, encoder, rsloc.cut_th, rsloc.stride_tiles, rsloc.query_headings)
+    voting = "store_for" in inspect.signature(prepare_query).parameters
+    if voting:  # the heading vote in the patches step (a baseline votes in find_candidates)
+        args = (*args[:4], lambda info: rsloc.store(encoder, info), *args[4:], rsloc.vote_patches)
     patched, patches_s, patches_runs = median_of(lambda: prepare_query(*args), repeats)
     real_hits, real_search_ms = timed(
         lambda: find_candidates(real, NAME, rsloc.store(encoder, levels[0]), rsloc.top_k)
@@ -214,6 +265,8 @@ def run_side(prepared: Path, work: Path, repeats: int, rows: int) -> dict:
     scale = Layout(work / "scale")
     shutil.copytree(prepared / f"table{rows}" / "layout" / "work", scale.root / "work")
     store = TileStore(str(prepared / f"table{rows}" / "lancedb"), TABLE, DIM)
+    breakdown = search_breakdown(scale, store, rsloc.top_k)
+    vote_s = voted_patches(scale, store, rsloc.vote_patches, repeats) if voting else 0.0
     hits, search_s, search_runs = median_of(
         lambda: find_candidates(scale, NAME, store, rsloc.top_k), repeats
     )
@@ -223,12 +276,11 @@ def run_side(prepared: Path, work: Path, repeats: int, rows: int) -> dict:
         ),
         repeats,
     )
-    breakdown = search_breakdown(scale, store, rsloc.top_k)
     _, ranked = scale.query(NAME).hypotheses()
     best = ranked[0] if ranked else None
     seconds = {
         "patches": patches_s,
-        "search": search_s,
+        "search": vote_s + search_s,
         "cliques": cliques_s,
         "verify": verify_ms / 1e3,
     }
@@ -241,6 +293,7 @@ def run_side(prepared: Path, work: Path, repeats: int, rows: int) -> dict:
         "verify_cached_s": verify_warm_ms / 1e3,
         "real_gallery_search_s": real_search_ms / 1e3,
         "search_breakdown_s": breakdown,
+        "vote_search_s": vote_s,
         "patches": patched.table.num_rows,
         "headings": rsloc.query_headings,
         "real_candidates": real_hits.table.num_rows,
@@ -289,8 +342,10 @@ def search_breakdown(scale: Layout, store, top_k: int) -> dict[str, float]:
 
 
 def _digest(table: pa.Table) -> str:
-    """A short hash of a candidate table's (patch, rank, key) rows, to compare two sides."""
-    rows = zip(*(table[c].to_pylist() for c in ("patch", "rank", "key")), strict=True)
+    """A short hash of a candidate table's (patch, key, score) rows, to compare two sides: the
+    same tiles at the same scores for every patch (tiles of one score may rank in either order)."""
+    scores = np.round(table["score"].to_numpy(), 6).tolist()
+    rows = zip(table["patch"].to_pylist(), table["key"].to_pylist(), scores, strict=True)
     return hashlib.sha256(repr(sorted(rows)).encode()).hexdigest()[:16]
 
 

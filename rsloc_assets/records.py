@@ -56,8 +56,8 @@ MANIFEST_SCHEMA = pa.schema(_TILE_FIELDS)
 
 # One row per query patch: its window, centre in query pixels, and centre offset from the image
 # centre in ground metres along the image's x and up axes (east and north when it is north-up).
-# The patches parquet adds, per heading of `PatchMeta.headings`, `heading_valid` (the view's
-# valid share) and `vector` (its embedding): fixed-size lists, of fixed-size lists for `vector`.
+# The patches parquet adds `view_valid` (the valid share of the patch's view at the query's
+# heading, `PatchMeta.heading_deg`) and `vector` (that view's embedding, a fixed-size list).
 PATCH_SCHEMA = pa.schema(
     [
         ("patch", pa.int32()),
@@ -89,9 +89,9 @@ SEARCH_SCHEMA = pa.schema(
     ]
 )
 
-# One row per (patch, retrieved tile): the tile's best score over the patch's headings and the
-# heading it came from (degrees counter-clockwise the patch was turned to be north-up); rank 0
-# is the patch's most similar tile.
+# One row per (patch, retrieved tile): the tile's score against the patch's view at the query's
+# voted heading, and that heading (degrees counter-clockwise the patch was turned to be
+# north-up); rank 0 is the patch's most similar tile.
 CANDIDATE_SCHEMA = SEARCH_SCHEMA.append(pa.field("heading_deg", pa.float32()))
 
 # The candidates that entered the clique graph, with their best group's score and id (-1: none).
@@ -178,10 +178,21 @@ class GalleryInfo:
 
 
 @dataclass(frozen=True)
+class HeadingVote:
+    """How a query's heading was chosen among the tried ones: the winner's index, each heading's
+    mean best-tile score over the voting patches, and which patches (table rows) voted; index 0
+    and nothing else when one heading was tried."""
+
+    index: int = 0
+    scores: tuple[float, ...] = ()
+    sample: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class PatchMeta:
     """A query as its patch table records it: size, ground resolution, why it has no patches (if
-    so), the gallery it was cut for, the step's seconds, and the headings (degrees) each patch
-    was embedded at, in the order of its `vector` list."""
+    so), the gallery it was cut for, the step's seconds, the headings (degrees) tried, and the
+    vote that chose the one its patches were embedded at."""
 
     query: str
     width: int
@@ -191,6 +202,12 @@ class PatchMeta:
     gallery: GalleryInfo
     seconds: float
     headings: tuple[float, ...] = (0.0,)
+    vote: HeadingVote = HeadingVote()
+
+    @property
+    def heading_deg(self) -> float:
+        """The query's heading: its patches' views are turned this far from north-up."""
+        return self.headings[self.vote.index]
 
     @property
     def image_ground_m(self) -> tuple[float, float]:
@@ -207,6 +224,7 @@ class PatchMeta:
             "gallery": self.gallery.to_dict(),
             "seconds": self.seconds,
             "headings": list(self.headings),
+            "vote": asdict(self.vote),
         }
 
     @classmethod
@@ -220,7 +238,15 @@ class PatchMeta:
             GalleryInfo.from_dict(d["gallery"]),
             d["seconds"],
             tuple(d.get("headings", [0.0])),  # tables written before headings were north-up
+            _vote(d.get("vote")),
         )
+
+
+def _vote(d: dict | None) -> HeadingVote:
+    """A `HeadingVote` from its dict (None, from before the vote moved to the patches: none)."""
+    if d is None:
+        return HeadingVote()
+    return HeadingVote(d["index"], tuple(d["scores"]), tuple(d["sample"]))
 
 
 @dataclass(frozen=True)

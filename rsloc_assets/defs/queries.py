@@ -3,6 +3,7 @@ footprint, one partition per query image, and the evaluation over all of them.""
 
 import json
 import time
+from collections.abc import Callable
 
 import dagster as dg
 
@@ -18,7 +19,8 @@ from rsloc_assets.evaluation.render import markdown_image
 from rsloc_assets.evaluation.report import markdown_table, md_table, summary_line
 from rsloc_assets.evaluation.steps import evaluate
 from rsloc_assets.evaluation.truth import read_truth
-from rsloc_assets.records import Localization
+from rsloc_assets.records import GalleryInfo, Localization
+from rsloc_assets.retrieval.encoders import Encoder
 from rsloc_assets.retrieval.steps import find_candidates, prepare_query
 from rsloc_assets.retrieval.store import TileStore
 from rsloc_assets.verification.steps import verify_query
@@ -32,17 +34,33 @@ PER_QUERY = {
 }
 
 
-@dg.asset(group_name=QUERIES, **PER_QUERY, deps=[gallery_tiles], kinds={"gdal", "pytorch"})
+def _stores(rsloc: RslocResource, encoder: Encoder) -> Callable[[GalleryInfo], TileStore]:
+    """Each gallery level's store, opened once per run."""
+    opened: dict[int, TileStore] = {}
+
+    def store_for(info: GalleryInfo) -> TileStore:
+        if info.zoom not in opened:
+            opened[info.zoom] = rsloc.store(encoder, info)
+        return opened[info.zoom]
+
+    return store_for
+
+
+@dg.asset(
+    group_name=QUERIES, **PER_QUERY, deps=[gallery_tiles, tile_index], kinds={"gdal", "pytorch"}
+)
 @fails_in_one_line
 def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
     """A query cut into gallery-mosaic-sized patches on a regular grid for the gallery level
-    nearest its ground resolution, each embedded at `query_headings` headings.
+    nearest its ground resolution, its heading voted among `query_headings` by `vote_patches`
+    of them against that level's embeddings, and each embedded at that heading.
 
     One partition per image in queries/: a fresh instance has none until the `new_query_files`
     sensor ticks (on by default) or `rsloc queries register` runs."""
     layout = rsloc.layout()
     levels = layout.gallery_levels()
     encoder = rsloc.load_encoder()
+    store_for = _stores(rsloc, encoder)
 
     def step(name: str) -> dict:
         result = prepare_query(
@@ -50,9 +68,11 @@ def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
             name,
             levels,
             encoder,
+            store_for,
             rsloc.cut_th,
             rsloc.stride_tiles,
             rsloc.query_headings,
+            rsloc.vote_patches,
         )
         if result.reason:
             context.log.warning("query %s skipped: %s", name, result.reason)
@@ -62,6 +82,7 @@ def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
             "gsd_m": str([round(g, 3) for g in result.gsd_m]),
             "zoom": result.zoom,
             "headings": rsloc.query_headings,
+            "heading_deg": result.heading_deg,
             "skipped": result.reason or "no",
             "seconds": round(result.seconds, 2),
         }
@@ -85,19 +106,17 @@ def query_patches(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg
 )
 @fails_in_one_line
 def candidates(context: dg.AssetExecutionContext, rsloc: RslocResource) -> dg.MaterializeResult:
-    """Top-K gallery tiles (of the query's level) for every patch of a query by their best cosine
-    score over its headings, with the heading each came from."""
+    """Top-K gallery tiles (of the query's level) for every patch of a query by cosine score,
+    at the query's voted heading."""
     layout = rsloc.layout()
     encoder = rsloc.load_encoder()
-    stores: dict[int, TileStore] = {}
+    store_for = _stores(rsloc, encoder)
     failing: list[str] = []
 
     def step(name: str) -> dict:
         # The query's level, as the gallery has it now: a level no longer worked at is an error.
         info = layout.gallery_info(layout.query(name).patch_meta().gallery.zoom)
-        if info.zoom not in stores:
-            stores[info.zoom] = rsloc.store(encoder, info)
-        result = find_candidates(layout, name, stores[info.zoom], rsloc.top_k)
+        result = find_candidates(layout, name, store_for(info), rsloc.top_k)
         if not result.passed:
             failing.append(name)
         return {

@@ -13,6 +13,7 @@ from rsloc_assets.records import GalleryInfo
 from rsloc_assets.retrieval.adapter import AdapterParams
 from rsloc_assets.retrieval.descriptors import Aggregation, DescriptorSpec
 from rsloc_assets.retrieval.encoders import Encoder, load_encoder
+from rsloc_assets.retrieval.heading import VOTE_PATCHES
 from rsloc_assets.retrieval.models import described_encoder
 from rsloc_assets.retrieval.store import IndexKind, TileStore, table_name
 
@@ -75,10 +76,16 @@ class RslocResource(dg.ConfigurableResource):
     top_k: int = _setting(2000, "Gallery tiles kept per query patch (the paper's 2,000)")
     cut_th: float = _setting(1.0, "Query patch = this × a 3×3 mosaic's ground")
     stride_tiles: float = _setting(1.0, "Patch stride, in gallery tiles on the ground")
-    # Headings each query patch is embedded at (evenly spaced; 8: every 45°), so a query facing
-    # any way is retrieved; the patches vote for one heading. Demo patch recall@1 of the true
+    # Headings a query's patches are tried at (evenly spaced; 8: every 45°), so a query facing
+    # any way is retrieved; `vote_patches` of them vote for one heading, the rest are embedded at
+    # the winner alone. Demo patch recall@1 of the true
     # tile, 3 queries turned 37/90/180°: 0.47 at 4 headings, 0.67 at 8 (north-up: 0.68 at both).
-    query_headings: int = _setting(8, "Headings each query patch is embedded at (8: every 45°)")
+    query_headings: int = _setting(8, "Headings the heading vote tries (8: every 45°)")
+    vote_patches: int = Field(
+        default=VOTE_PATCHES,
+        ge=1,
+        description="Patches embedded at every heading to vote the query's heading",
+    )
     vote_top: int = _setting(10, "Candidates per patch in the retrieval vote")
     clique_k: int | None = _setting(
         None, "Candidates per patch into the clique graph; null: the paper's share of the gallery"

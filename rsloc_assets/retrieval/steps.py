@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,11 +18,20 @@ import pyarrow.compute as pc
 from rsloc_assets.gallery.blocks import BLOCK_TILES, Block, block_keys
 from rsloc_assets.gallery.reader import Gallery
 from rsloc_assets.layout import Layout
-from rsloc_assets.records import CANDIDATE_SCHEMA, PATCH_SCHEMA, GalleryInfo, PatchMeta, key_times
+from rsloc_assets.records import (
+    CANDIDATE_SCHEMA,
+    PATCH_SCHEMA,
+    GalleryInfo,
+    HeadingVote,
+    PatchMeta,
+    key_times,
+)
 from rsloc_assets.retrieval.encoders import Encoder
+from rsloc_assets.retrieval.heading import VOTE_PATCHES, vote_heading, vote_order
 from rsloc_assets.retrieval.patches import (
     MIN_VALID_FRACTION,
     PatchPlan,
+    QueryImage,
     cut_patches,
     heading_views,
     headings_deg,
@@ -32,14 +41,10 @@ from rsloc_assets.retrieval.patches import (
     read_query,
 )
 from rsloc_assets.retrieval.refresh import Refresh, refresh_block
-from rsloc_assets.retrieval.store import TileStore
+from rsloc_assets.retrieval.store import TileStore, vector_array
 
 log = logging.getLogger(__name__)
 
-# IVF partitions the heading vote's top-1 search probes: each view's best tile is nearly always
-# in its nearest partition. bench-query, 320 views at 824,796 × 1,280-d (IVF-FLAT, 908
-# partitions): 0.29 s at 1, 5.1 s at the 20 the candidate search probes; same candidates.
-VOTE_NPROBES = 1
 CHECK_VALUES = 20_000 * 1280  # floats the embeddings check reads (20,000 GeM vectors, 100 MB)
 SCORE_SLACK = 1e-4  # cosine scores may exceed ±1 by float32 rounding
 # Patches whose views are cut and embedded together: bounds what a query of any size holds
@@ -205,6 +210,7 @@ class PatchResult:
     reason: str
     seconds: float
     zoom: int
+    heading_deg: float
 
 
 def prepare_query(
@@ -212,16 +218,20 @@ def prepare_query(
     name: str,
     levels: Sequence[GalleryInfo],
     encoder: Encoder,
+    store_for: Callable[[GalleryInfo], TileStore],
     cut_th: float = 1.0,
     stride_tiles: float = 1.0,
     headings: int = 4,
+    vote_patches: int = VOTE_PATCHES,
 ) -> PatchResult:
     """Cut one query into patches for the gallery level nearest its ground resolution (of
-    `levels`) and embed each at `headings` evenly spaced headings, since the encoder is not
-    rotation-invariant and a query may face any way; too small a query is a recorded skip.
+    `levels`), vote its heading among `headings` evenly spaced ones against that level's store
+    (`store_for`; `vote_heading`, `vote_patches` patches at a time), since the encoder is not
+    rotation-invariant and a query may face any way, and embed every other patch at the voted
+    heading alone; too small a query is a recorded skip.
 
-    Adds `heading_valid` (each view's valid share) and `vector` (one embedding per heading, in
-    `PatchMeta.headings` order) to the patch table.
+    Adds `view_valid` (each patch's view's valid share) and `vector` (its embedding) to the
+    patch table; `PatchMeta.vote` records the vote.
     """
     start = time.perf_counter()
     turns = headings_deg(headings)
@@ -235,31 +245,48 @@ def prepare_query(
         table, reason = PATCH_SCHEMA.empty_table(), str(exc)
     if reason:
         log.warning("skipping: %s", reason)
-    vectors = np.zeros((table.num_rows, len(turns), encoder.dim), np.float32)
-    valid = np.zeros((table.num_rows, len(turns)), np.float32)
-    for first in range(0, table.num_rows, EMBED_CHUNK):
-        part = table.slice(first, EMBED_CHUNK)
-        rows = slice(first, first + part.num_rows)
-        for i, turn in enumerate(turns):
-            views, valid[rows, i] = heading_views(query, part, plan, turn, encoder.input_size)
-            if len(views):
-                vectors[rows, i] = encoder.embed(views)
-    table = table.append_column("heading_valid", nested_lists(valid)).append_column(
-        "vector", nested_lists(vectors)
+    vote = HeadingVote()
+    vectors = np.zeros((table.num_rows, encoder.dim), np.float32)
+    valid = np.zeros(table.num_rows, np.float32)
+    done = np.zeros(table.num_rows, bool)
+    if len(turns) > 1 and table.num_rows:
+
+        def every_heading(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            views = [_embed_views(query, table.take(rows), plan, turn, encoder) for turn in turns]
+            return np.stack([v for v, _ in views], axis=1), np.stack([s for _, s in views], axis=1)
+
+        order = vote_order(table["valid_fraction"].to_numpy())
+        needed = min_valid_share(query.width, query.height, plan)
+        voted = vote_heading(store_for(info), order, every_heading, needed, vote_patches)
+        vote, sample = voted.vote, np.array(voted.vote.sample)
+        vectors[sample], valid[sample] = voted.vectors[:, vote.index], voted.valid[:, vote.index]
+        done[sample] = True
+    rest = np.flatnonzero(~done)
+    for first in range(0, len(rest), EMBED_CHUNK):
+        rows = rest[first : first + EMBED_CHUNK]
+        part = table.take(rows)
+        vectors[rows], valid[rows] = _embed_views(query, part, plan, turns[vote.index], encoder)
+    table = table.append_column("view_valid", pa.array(valid)).append_column(
+        "vector", vector_array(vectors)
     )
     seconds = time.perf_counter() - start
-    meta = PatchMeta(name, query.width, query.height, query.gsd_m, reason, info, seconds, turns)
+    meta = PatchMeta(
+        name, query.width, query.height, query.gsd_m, reason, info, seconds, turns, vote
+    )
     layout.query(name).write_patches(table, meta)
-    return PatchResult(table, query.width, query.height, query.gsd_m, reason, seconds, info.zoom)
+    return PatchResult(
+        table, query.width, query.height, query.gsd_m, reason, seconds, info.zoom, meta.heading_deg
+    )
 
 
-def nested_lists(values: np.ndarray) -> pa.FixedSizeListArray:
-    """An N×H(×dim) float array as fixed-size lists (of fixed-size lists) of float32, as the patch
-    table holds `heading_valid` and `vector`."""
-    flat = pa.array(np.ascontiguousarray(values, np.float32).ravel())
-    for size in reversed(values.shape[1:]):
-        flat = pa.FixedSizeListArray.from_arrays(flat, size)
-    return flat
+def _embed_views(
+    query: QueryImage, patches: pa.Table, plan: PatchPlan, heading: float, encoder: Encoder
+) -> tuple[np.ndarray, np.ndarray]:
+    """The patches' views at one heading, embedded, and their valid shares."""
+    views, valid = heading_views(query, patches, plan, heading, encoder.input_size)
+    if not len(views):
+        return np.zeros((0, encoder.dim), np.float32), valid
+    return encoder.embed(views), valid
 
 
 @dataclass(frozen=True)
@@ -278,26 +305,19 @@ class CandidatesResult:
 
 
 def find_candidates(layout: Layout, name: str, store: TileStore, top_k: int) -> CandidatesResult:
-    """Top-K gallery tiles for each patch of a query by their best cosine score over the patch's
-    headings, each with the heading it came from; views less valid than `min_valid_share` are
-    not searched."""
+    """Top-K gallery tiles for each patch of a query by cosine score, each with the query's
+    heading; views less valid than `min_valid_share` are not searched."""
     start = time.perf_counter()
     work = layout.query(name)
     patches, meta = work.patches()
-    if "heading_valid" not in patches.column_names:
-        raise ValueError(f"{work.patches_path} predates per-heading vectors: rematerialize it")
-    dim = patches.schema.field("vector").type.value_type.list_size
-    vectors = patches["vector"].combine_chunks().flatten().flatten()
-    vectors = vectors.to_numpy(zero_copy_only=False).reshape(-1, dim)
-    valid = patches["heading_valid"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    if "view_valid" not in patches.column_names:
+        raise ValueError(f"{work.patches_path} predates the heading vote: rematerialize it")
+    dim = patches.schema.field("vector").type.list_size
+    vectors = patches["vector"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    valid = patches["view_valid"].to_numpy()
     rows = np.flatnonzero(valid >= _min_valid(patches, meta))
-    headings = len(meta.headings)
-    if headings > 1 and len(rows):
-        # The vote needs each view's best tile only: a top-1 search over few IVF partitions.
-        best = store.search(vectors[rows], 1, nprobes=VOTE_NPROBES)
-        rows = rows[rows % headings == voted_heading(best, rows, headings)]
-    hits = store.search(vectors[rows], top_k)
-    table = best_headings(hits, rows, meta.headings, top_k)
+    hits = store.search(vectors.reshape(-1, dim)[rows], top_k)
+    table = _candidates(hits, rows, meta.heading_deg)
     seconds = time.perf_counter() - start
     work.write_candidates(table, seconds)
     if table.num_rows == 0:
@@ -315,50 +335,10 @@ def _min_valid(patches: pa.Table, meta: PatchMeta) -> float:
     return min_valid_share(meta.width, meta.height, plan)
 
 
-def voted_heading(best: pa.Table, rows: np.ndarray, headings: int) -> int:
-    """The query's own heading, from each searched view's best tile (`best`, a top-1 search of
-    `rows`): a whole image has one, so the heading whose views match best on average over the
-    patches wins, and only its views are then searched for candidates.
-
-    Letting each patch take its best heading per tile lets turned look-alikes in. Patch
-    recall@1/@10 of the true tile, grid descriptor, 8 headings, on the demo's 8 north-up
-    queries: 0.68/0.93 at heading 0 alone, 0.43/0.72 with each tile's best heading, 0.54/0.84
-    keeping the winner's two neighbours too, 0.68/0.93 with the winner alone (0° for all 8);
-    on 3 turned queries (37°, 90°, 180°) the winner alone gave 0.67/0.96."""
-    if best.num_rows == 0:
-        return 0
-    patch, turn = np.divmod(rows[best["patch"].to_numpy()], headings)
-    score = np.zeros((patch.max() + 1, headings))  # a view not searched (mostly invalid) adds 0
-    np.maximum.at(score, (patch, turn), best["score"].to_numpy())
-    return int(np.argmax(score.mean(axis=0)))
-
-
-def best_headings(
-    hits: pa.Table, rows: np.ndarray, headings: Sequence[float], top_k: int
-) -> pa.Table:
-    """Merge one search over patch × heading vectors into per-patch candidates: per (patch, tile)
-    the best score and its heading, then each patch's `top_k` tiles by it, ranked again.
-
-    `hits` is `TileStore.search`'s table, its `patch` the searched vector's index into `rows`;
-    `rows[i]` is that vector's patch × len(headings) + heading index. Ties go to the earlier
-    heading. Each heading's top K holds every tile of the merged top K, so the merge is exact.
-    """
-    if hits.num_rows == 0:
-        return CANDIDATE_SCHEMA.empty_table()
-    vector = rows[hits["patch"].to_numpy()]
-    patch, turn = np.divmod(vector, len(headings))
-    score = hits["score"].to_numpy()
-    key = pc.dictionary_encode(hits["key"].combine_chunks()).indices.to_numpy()
-    order = np.lexsort((turn, -score, key, patch))
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = (patch[order][1:] != patch[order][:-1]) | (key[order][1:] != key[order][:-1])
-    best = order[first]  # one hit per (patch, tile): its best heading's
-    best = best[np.lexsort((turn[best], -score[best], patch[best]))]
-    ranks = np.arange(len(best)) - np.searchsorted(patch[best], patch[best], side="left")
-    keep = best[ranks < top_k]
-    taken = hits.take(pa.array(keep))
-    columns = {name: taken[name] for name in taken.column_names}
-    columns["patch"] = patch[keep].astype(np.int32)
-    columns["rank"] = ranks[ranks < top_k].astype(np.int32)
-    columns["heading_deg"] = np.asarray(headings, np.float32)[turn[keep]]
+def _candidates(hits: pa.Table, rows: np.ndarray, heading_deg: float) -> pa.Table:
+    """`TileStore.search`'s table of the searched `rows` as candidates: `patch` the patch's row,
+    each at the query's heading."""
+    columns = {name: hits[name] for name in hits.column_names}
+    columns["patch"] = rows[hits["patch"].to_numpy()].astype(np.int32)
+    columns["heading_deg"] = np.full(hits.num_rows, heading_deg, np.float32)
     return pa.table(columns, schema=CANDIDATE_SCHEMA)
