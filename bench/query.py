@@ -51,7 +51,7 @@ from bench.common import (
     timed_rounds,
     write_result,
 )
-from bench.scale import QUERY_NOISE, build_table, make_gallery
+from bench.scale import QUERY_NOISE, build_table, make_gallery, peak_rss_mb
 from rsloc_assets.cliques.steps import find_cliques, localize_query
 from rsloc_assets.evaluation.truth import Truth, read_truth
 from rsloc_assets.geodesy import distance_m
@@ -262,6 +262,10 @@ def run_side(prepared: Path, work: Path, repeats: int, rows: int) -> dict:
     (record, _), verify_ms = timed(verify)
     _, verify_warm_ms = timed(verify)
     truth = read_truth(real.query_file(NAME))
+    # Patches of a query known to face north (a GeoTIFF's): one heading, no vote.
+    at = 7 if voting else 6
+    one_heading = (*args[:at], 1, *args[at + 1 :])
+    _, one_heading_s, _ = median_of(lambda: prepare_query(*one_heading), repeats)
 
     scale = Layout(work / "scale")
     shutil.copytree(prepared / f"table{rows}" / "layout" / "work", scale.root / "work")
@@ -297,6 +301,7 @@ def run_side(prepared: Path, work: Path, repeats: int, rows: int) -> dict:
         "vote_search_s": vote_s,
         "patches": patched.table.num_rows,
         "headings": rsloc.query_headings,
+        "patches_one_heading_s": one_heading_s,
         "views_embedded": voters * rsloc.query_headings + patched.table.num_rows - voters,
         "real_candidates": real_hits.table.num_rows,
         "scale_candidates": hits.table.num_rows,
@@ -323,6 +328,7 @@ def run_side(prepared: Path, work: Path, repeats: int, rows: int) -> dict:
                 else None
             ),
         },
+        "peak_rss_mb": peak_rss_mb(),  # the side's process: every stage, both galleries
     }
 
 

@@ -583,8 +583,13 @@ def query_section(results: dict[str, dict]) -> list[str]:
         f"Best clique hypothesis from the true centre: {error(new, 'cliques')} (baseline "
         f"{error(old, 'cliques')}); verified centre: {error(new, 'verified')} (baseline "
         f"{error(old, 'verified')}). Verification again with the mosaics' features cached: "
-        f"{new['verify_cached_s']:.1f} s (baseline {old['verify_cached_s']:.1f} s); encoder "
-        f"load {new['encoder_load_s']:.1f} s.",
+        f"{new['verify_cached_s']:.1f} s (baseline {old['verify_cached_s']:.1f} s); patches at "
+        f"one heading (a query known to face north, no vote): "
+        f"{new.get('patches_one_heading_s', float('nan')):.2f} s (baseline "
+        f"{old.get('patches_one_heading_s', float('nan')):.2f} s); encoder load "
+        f"{new['encoder_load_s']:.1f} s; peak RSS of the side's process "
+        f"{new.get('peak_rss_mb', float('nan')) / 1024:.2f} GiB (baseline "
+        f"{old.get('peak_rss_mb', float('nan')) / 1024:.2f} GiB).",
         "",
         f"Where search time goes at scale (single `TileStore.search` calls, this code): "
         f"the process's first search {b.get('first_search', float('nan')):.2f} s (it opens the "
