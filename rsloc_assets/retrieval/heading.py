@@ -94,8 +94,8 @@ def vote_heading(
         valid.append(s)
         scores.append(best_scores(store, v, s, min_valid))
         means = np.concatenate(scores).mean(axis=0)
-        lead = np.diff(np.sort(means)[-2:]) if len(means) > 1 else np.array([np.inf])
-        if float(lead[0]) >= margin:
+        ranked = np.sort(means)
+        if len(ranked) < 2 or ranked[-1] - ranked[-2] >= margin:
             break
     voted = order[: sum(len(v) for v in vectors)]
     vote = HeadingVote(

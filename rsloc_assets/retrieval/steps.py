@@ -252,7 +252,8 @@ def prepare_query(
     if len(turns) > 1 and table.num_rows:
 
         def every_heading(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            views = [_embed_views(query, table.take(rows), plan, turn, encoder) for turn in turns]
+            part = table.take(rows)
+            views = [_embed_views(query, part, plan, turn, encoder) for turn in turns]
             return np.stack([v for v, _ in views], axis=1), np.stack([s for _, s in views], axis=1)
 
         order = vote_order(table["valid_fraction"].to_numpy())
