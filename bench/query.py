@@ -153,6 +153,15 @@ def nested_lists(values: np.ndarray) -> pa.FixedSizeListArray:
     return flat
 
 
+def every_heading(patches: pa.Table, headings: int) -> tuple[np.ndarray, np.ndarray]:
+    """An every-heading patch table's views (patches × headings × dim) and valid shares."""
+    dim = patches.schema.field("vector").type.value_type.list_size
+    views = patches["vector"].combine_chunks().flatten().flatten().to_numpy()
+    valid = patches["heading_valid"].combine_chunks().flatten().to_numpy()
+    shape = (patches.num_rows, headings)
+    return views.reshape(*shape, dim), valid.reshape(shape)
+
+
 def voted_patches(scale: Layout, store, vote_patches: int, repeats: int) -> float:
     """Turn the scale side's every-heading patch table into this code's: the heading voted by
     the planted views at scale (`vote_heading`, the views looked up, not embedded), each patch's
@@ -163,11 +172,7 @@ def voted_patches(scale: Layout, store, vote_patches: int, repeats: int) -> floa
     from rsloc_assets.retrieval.store import vector_array
 
     patches, meta = scale.query(NAME).patches()
-    dim = patches.schema.field("vector").type.value_type.list_size
-    views = patches["vector"].combine_chunks().flatten().flatten().to_numpy()
-    views = views.reshape(patches.num_rows, len(meta.headings), dim)
-    valid = patches["heading_valid"].combine_chunks().flatten().to_numpy()
-    valid = valid.reshape(patches.num_rows, len(meta.headings))
+    views, valid = every_heading(patches, len(meta.headings))
     plan = PatchPlan(patches["width"][0].as_py(), patches["height"][0].as_py(), 1, 1)
     needed = min_valid_share(meta.width, meta.height, plan)
     order = vote_order(patches["valid_fraction"].to_numpy())
@@ -338,9 +343,8 @@ def search_breakdown(scale: Layout, store, top_k: int) -> dict[str, float]:
     and over 20 partitions (the vote), one heading's views' top `top_k` (the candidates) and
     every view's top `top_k` (one search of them all)."""
     patches, meta = scale.query(NAME).patches()
-    dim = patches.schema.field("vector").type.value_type.list_size
-    views = patches["vector"].combine_chunks().flatten().flatten().to_numpy()
-    views = views.reshape(-1, dim)
+    views = every_heading(patches, len(meta.headings))[0]
+    views = views.reshape(-1, views.shape[-1])
     calls = {
         "views_top1_nprobes1": lambda: store.search(views, 1, nprobes=1),
         "views_top1_nprobes20": lambda: store.search(views, 1, nprobes=20),
